@@ -1,0 +1,39 @@
+"""fastrl: compact binary datasets from game-bot trajectories, for RL training.
+
+Public API (see README.md and docs/FORMAT.md):
+
+- :class:`BatchWriter` — streaming writer for bot harnesses.
+- :func:`load_batch` — memory-mapped columns of a batch folder.
+- :func:`validate`, :func:`to_npz`, :func:`info`.
+- :class:`ObsSpec` — declarative observation encoder.
+- ``BACKEND`` — ``"cython"`` or ``"numpy"``: which kernel implementation runs
+  (``FASTRL_PURE_NUMPY=1`` forces NumPy).
+"""
+
+__version__ = "0.1.0"
+
+from . import _backend
+from .convert import info, to_npz
+from .errors import BatchFormatError, EncodeError, EpisodeError, FastrlError, SpecError
+from .reader import Batch, EpisodeView, load_batch
+from .validate import validate
+from .writer import BatchWriter
+
+try:
+    from .spec import ObsSpec
+except ImportError:  # pragma: no cover - spec module is part of the package
+    ObsSpec = None
+
+FORMAT_VERSION = 1
+
+__all__ = [
+    "BACKEND", "Batch", "BatchFormatError", "BatchWriter", "EncodeError", "EpisodeError",
+    "EpisodeView", "FastrlError", "FORMAT_VERSION", "ObsSpec", "SpecError", "info", "load_batch",
+    "to_npz", "validate", "__version__",
+]
+
+
+def __getattr__(name):
+    if name == "BACKEND":  # read live, so tests that switch paths see the active one
+        return _backend.BACKEND
+    raise AttributeError(f"module 'fastrl' has no attribute {name!r}")

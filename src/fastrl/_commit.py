@@ -1,0 +1,163 @@
+"""Crash-safe batch folders: hidden temporary folders owned by a live process, and an atomic,
+uniquely named commit.
+
+- A writer works in ``<root>/.fastrl-tmp-<ms>-<pid>-<random>/`` and holds an exclusive ``flock`` on
+  the ``.owner`` file inside it for its whole life. The kernel drops that lock when the process
+  dies, even on SIGKILL, so any other process can *prove* a temporary folder is abandoned by taking
+  the lock, and then delete it.
+- Commit: fsync every file and the folder, then, under an exclusive lock on ``<root>/.fastrl.lock``,
+  pick ``batch_<ms>`` with ``ms = max(now, last committed + 1)`` (unique and sorted by commit
+  time even with many writers in one root) and ``rename`` the folder, then fsync the root.
+  Readers therefore see either no folder or a complete one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from . import _format as F
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None
+
+# A temporary folder without an owner file is only removed once it is this old (seconds): it may
+# be a writer that has just created it and not yet taken its lock.
+_ORPHAN_GRACE_S = 600.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class TempFolder:
+    """A hidden temporary folder in ``root``, owned (flock) by this process until released."""
+
+    def __init__(self, root: Path, kind: str = "batch"):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{F.TMP_PREFIX}{kind}-{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.path = self.root / name
+        self.path.mkdir()
+        self._owner_fd = os.open(self.path / F.OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._owner_fd, f"{os.getpid()}\n".encode())
+
+    def _release_owner(self):
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)  # drops the flock
+            self._owner_fd = None
+
+    def discard(self) -> None:
+        """Remove the folder and everything in it (abort)."""
+        self._release_owner()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def commit(self, prefix: str = F.BATCH_PREFIX) -> Path:
+        """fsync the folder's files, rename it to ``<prefix><ms>`` atomically; return the path."""
+        os.unlink(self.path / F.OWNER_FILE)
+        for entry in os.scandir(self.path):
+            if entry.is_file():
+                fd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(self.path)
+        final = commit_rename(self.path, self.root, prefix)
+        self._release_owner()
+        self.path = final
+        return final
+
+
+def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX) -> Path:
+    """Rename ``src`` to a fresh ``root/<prefix><ms>`` under the root lock; fsync the root."""
+    lock_path = root / F.LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        last = int(raw) if raw.isdigit() else 0
+        ms = max(now_ms(), last + 1)
+        while True:
+            final = root / f"{prefix}{ms}"
+            if not os.path.lexists(final):
+                try:
+                    os.rename(src, final)
+                    break
+                except OSError as exc:  # lost a race with a writer that ignores the lock
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+            ms += 1
+        data = f"{ms}\n".encode()
+        os.pwrite(fd, data.ljust(24), 0)
+    finally:
+        os.close(fd)  # drops the flock
+    fsync_dir(root)
+    return final
+
+
+def is_abandoned(tmp: Path) -> bool:
+    """True when no live process owns the temporary folder ``tmp`` (its owner lock is free)."""
+    owner = tmp / F.OWNER_FILE
+    try:
+        fd = os.open(owner, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            return time.time() - tmp.stat().st_mtime > _ORPHAN_GRACE_S
+        except OSError:
+            return False
+    except OSError:
+        return False
+    try:
+        if fcntl is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        return True
+    finally:
+        os.close(fd)
+
+
+def stale_temp_folders(root: Path) -> list[Path]:
+    """Temporary folders in ``root`` left behind by dead writers."""
+    root = Path(root)
+    try:
+        entries = [Path(e.path) for e in os.scandir(root)
+                   if e.name.startswith(F.TMP_PREFIX) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [p for p in entries if is_abandoned(p)]
+
+
+def clean_stale(root: Path) -> list[Path]:
+    """Delete abandoned temporary folders in ``root``; return what was removed."""
+    removed = []
+    for p in stale_temp_folders(root):
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+    return removed

@@ -1,0 +1,254 @@
+"""Validation at the Python boundary: turns user episode data into a normalized, checked
+:class:`Episode` that both packing paths (Cython and NumPy) accept, and formats the step-level
+errors both paths report, so messages are identical whichever path runs.
+
+Everything a kernel needs to stay in bounds (shapes, dtypes, contiguity, lengths) is checked here;
+the kernels only check data values (finiteness, id ranges, legality), which never affects where
+they write.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _format as F
+from .errors import EpisodeError
+
+_FLOAT_OBS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Episode:
+    """One checked episode, ready for a packing kernel.
+
+    obs: float32 or float64, C-contiguous, shape (T, obsDim), or None when the caller has already
+        written the observations into the output buffer (e.g. encoded from raw states);
+    actions: int64 (T,); rewards: float64 (T,);
+    mask: uint8 (T, numActions) or None; legal_ids: int64 flat, legal_offsets: int64 (T+1,)
+        (exactly one of mask / legal is set);
+    values, logprobs: float64 (T,) or None; truncated: bool.
+    """
+
+    __slots__ = ("length", "obs", "actions", "rewards", "mask", "legal_ids", "legal_offsets",
+                 "values", "logprobs", "truncated")
+
+    def __init__(self, length, obs, actions, rewards, mask, legal_ids, legal_offsets, values,
+                 logprobs, truncated):
+        self.length = length
+        self.obs = obs
+        self.actions = actions
+        self.rewards = rewards
+        self.mask = mask
+        self.legal_ids = legal_ids
+        self.legal_offsets = legal_offsets
+        self.values = values
+        self.logprobs = logprobs
+        self.truncated = truncated
+
+
+def _err(reason, episode, step=None):
+    return EpisodeError(reason, episode=episode, step=step)
+
+
+def _vector(x, name, length, episode, *, kind):
+    """Coerce a per-step column to a contiguous 1-D array of length T (float64 or int64)."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged nested lists and the like
+        raise _err(f"{name} cannot be read as an array ({exc})", episode) from None
+    if arr.ndim != 1:
+        raise _err(f"{name} must be 1-D with one value per step, got shape {arr.shape}", episode)
+    if arr.shape[0] != length:
+        raise _err(f"{name} has {arr.shape[0]} values for {length} steps", episode)
+    if kind == "int":
+        if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+            if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) \
+                    and np.all(arr == np.floor(arr)):
+                pass  # integral floats (e.g. 3.0 from JSON) are accepted
+            else:
+                raise _err(f"{name} must be integers, got dtype {arr.dtype}", episode)
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size \
+                and int(arr.max()) > np.iinfo(np.int64).max:
+            bad = int(np.argmax(arr > np.iinfo(np.int64).max))
+            raise _err(f"{name} value {int(arr[bad])} does not fit int32", episode, bad)
+        if arr.dtype.kind == "f":
+            big = np.abs(arr) > 2.0 ** 62
+            if big.any():
+                bad = int(np.argmax(big))
+                raise _err(f"{name} value {arr[bad]!r} does not fit int32", episode, bad)
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_) and arr.size:
+        raise _err(f"{name} must be numbers, got dtype {arr.dtype}", episode)
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _obs(obs, length, obs_dim, episode):
+    try:
+        arr = np.asarray(obs)
+    except Exception as exc:
+        raise _err(f"obs cannot be read as an array (ragged rows?): {exc}", episode) from None
+    if arr.dtype == object:
+        raise _err("obs rows have different lengths or non-numeric values", episode)
+    if arr.ndim != 2:
+        raise _err(f"obs must have shape (steps, obsDim), got shape {arr.shape}", episode)
+    if arr.shape[0] != length:
+        raise _err(f"obs has {arr.shape[0]} rows for {length} steps", episode)
+    if arr.shape[1] != obs_dim:
+        raise _err(f"obs rows have {arr.shape[1]} values, expected obsDim={obs_dim}", episode)
+    if arr.dtype not in _FLOAT_OBS:
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise _err(f"obs must be numbers, got dtype {arr.dtype}", episode)
+        arr = arr.astype(np.float64)
+    return np.ascontiguousarray(arr)
+
+
+def _dense_mask(mask, length, n_actions, episode):
+    try:
+        arr = np.asarray(mask)
+    except Exception as exc:
+        raise _err(f"mask cannot be read as an array: {exc}", episode) from None
+    if arr.dtype == object or arr.ndim != 2:
+        raise _err(f"mask must have shape (steps, numActions), got shape {arr.shape}", episode)
+    if arr.shape[0] != length:
+        raise _err(f"mask has {arr.shape[0]} rows for {length} steps", episode)
+    if arr.shape[1] != n_actions:
+        raise _err(f"mask rows have {arr.shape[1]} entries, expected numActions={n_actions}",
+                   episode)
+    if arr.dtype == np.bool_ or arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr).view(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise _err(f"mask must be 0/1 or booleans, got dtype {arr.dtype}", episode)
+    ok = (arr == 0) | (arr == 1)
+    if not ok.all():
+        step, col = np.unravel_index(int(np.argmin(ok)), ok.shape)
+        raise _err(f"mask[{int(col)}] is {arr[step, col]!r}, not 0 or 1", episode, int(step))
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _legal(legal, length, episode):
+    """Ragged legal-id lists -> (flat int64 ids, int64 offsets of length T+1)."""
+    if isinstance(legal, tuple) and len(legal) == 2 and isinstance(legal[1], np.ndarray):
+        ids, offsets = legal  # already flat: (ids, offsets)
+        ids = _vector(ids, "legal ids", len(ids), episode, kind="int")
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        if offsets.shape != (length + 1,) or offsets[0] != 0 or offsets[-1] != ids.shape[0] \
+                or np.any(np.diff(offsets) < 0):
+            raise _err("legal offsets must be non-decreasing, start at 0 and end at len(ids)",
+                       episode)
+        return ids, offsets
+    try:
+        n = len(legal)
+    except TypeError:
+        raise _err("legal must be a list with one list of legal action ids per step", episode) \
+            from None
+    if n != length:
+        raise _err(f"legal has {n} entries for {length} steps", episode)
+    lengths = np.empty(length + 1, dtype=np.int64)
+    lengths[0] = 0
+    parts = []
+    for t, ids in enumerate(legal):
+        try:
+            a = np.asarray(ids)
+        except Exception:
+            raise _err("legal must be a list of action ids", episode, t) from None
+        if a.ndim != 1:
+            raise _err(f"legal must be a flat list of action ids, got shape {a.shape}", episode, t)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.floor(a)) \
+                    and np.all(np.abs(a) < 2.0 ** 62):
+                pass
+            else:
+                raise _err(f"legal action ids must be integers, got {a.dtype}", episode, t)
+        if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+            raise _err(f"legal action id {int(a.max())} is out of range", episode, t)
+        lengths[t + 1] = a.shape[0]
+        parts.append(a)
+    offsets = np.cumsum(lengths)
+    ids = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+    return np.ascontiguousarray(ids), offsets
+
+
+def normalize_episode(episode_index, *, obs, actions, rewards, mask=None, legal=None, values=None,
+                      logprobs=None, truncated=False, obs_dim, n_actions, obs_preencoded=False,
+                      expect_values=None, expect_logprobs=None) -> Episode:
+    """Check one episode's shapes and dtypes and return a normalized :class:`Episode`.
+
+    ``expect_values`` / ``expect_logprobs``: True/False when the batch already has (or lacks)
+    that column, so every episode must agree; None to accept either.
+    Raises :class:`EpisodeError` naming ``episode_index`` (and the step where one is at fault).
+    """
+    try:
+        length = len(actions)
+    except TypeError:
+        raise _err("actions must be a sequence with one action per step", episode_index) from None
+    if length == 0:
+        raise _err("episode has no steps", episode_index)
+    act = _vector(actions, "actions", length, episode_index, kind="int")
+    rew = _vector(rewards, "rewards", length, episode_index, kind="float")
+    if obs_preencoded:
+        ob = None
+    else:
+        if obs is None:
+            raise _err("obs is missing (give obs, or raw states with an ObsSpec)", episode_index)
+        ob = _obs(obs, length, obs_dim, episode_index)
+    if (mask is None) == (legal is None):
+        raise _err("give exactly one of mask (dense 0/1 per action) or legal (ids per step)",
+                   episode_index)
+    m = ids = offsets = None
+    if mask is not None:
+        m = _dense_mask(mask, length, n_actions, episode_index)
+    else:
+        ids, offsets = _legal(legal, length, episode_index)
+    for name, col, expect in (("values", values, expect_values),
+                              ("logprobs", logprobs, expect_logprobs)):
+        if expect is True and col is None:
+            raise _err(f"{name} missing, but earlier episodes of this batch have {name}",
+                       episode_index)
+        if expect is False and col is not None:
+            raise _err(f"{name} given, but earlier episodes of this batch have none",
+                       episode_index)
+    val = None if values is None else _vector(values, "values", length, episode_index,
+                                              kind="float")
+    lp = None if logprobs is None else _vector(logprobs, "logprobs", length, episode_index,
+                                               kind="float")
+    return Episode(length, ob, act, rew, m, ids, offsets, val, lp, bool(truncated))
+
+
+def step_error(ep: Episode, episode_index: int, code: int, step: int, col: int,
+               n_actions: int) -> EpisodeError:
+    """Build the error a packing kernel reported as (code, step, col), reading the offending value
+    from the episode so both paths produce the same message."""
+    with np.errstate(all="ignore"):
+        reason = _reason(ep, code, step, col, n_actions)
+    return EpisodeError(reason, episode=episode_index, step=step)
+
+
+def _reason(ep: Episode, code: int, step: int, col: int, n_actions: int) -> str:
+    if code == F.ERR_OBS:
+        v = np.float32(ep.obs[step, col]) if ep.obs.dtype == np.float64 else ep.obs[step, col]
+        reason = f"obs[{col}] is {_fmt_float(v)} (after conversion to float32)"
+    elif code == F.ERR_REWARD:
+        reason = f"reward is {_fmt_float(np.float32(ep.rewards[step]))}"
+    elif code == F.ERR_VALUE:
+        reason = f"value is {_fmt_float(np.float32(ep.values[step]))}"
+    elif code == F.ERR_LOGPROB:
+        reason = f"logprob is {_fmt_float(np.float32(ep.logprobs[step]))}"
+    elif code == F.ERR_MASK_VALUE:
+        reason = f"mask[{col}] is {int(ep.mask[step, col])}, not 0 or 1"
+    elif code == F.ERR_LEGAL_ID:
+        v = int(ep.legal_ids[ep.legal_offsets[step] + col])
+        reason = f"legal action id {v} is outside [0, {n_actions})"
+    elif code == F.ERR_ACTION_RANGE:
+        reason = f"action {int(ep.actions[step])} is outside [0, {n_actions})"
+    elif code == F.ERR_ILLEGAL:
+        reason = f"action {int(ep.actions[step])} is not legal under the step's mask"
+    else:  # pragma: no cover - a kernel returned a code this module does not know
+        reason = f"unknown kernel error code {code}"
+    return reason
+
+
+def _fmt_float(v) -> str:
+    v = float(v)
+    if v != v:
+        return "NaN"
+    return "+inf" if v > 0 else "-inf"
