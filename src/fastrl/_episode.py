@@ -74,7 +74,7 @@ def _vector(x, name, length, episode, *, kind):
             big = np.abs(arr) > 2.0 ** 62
             if big.any():
                 bad = int(np.argmax(big))
-                raise _err(f"{name} value {arr[bad]!r} does not fit int32", episode, bad)
+                raise _err(f"{name} value {arr[bad].item()!r} does not fit int32", episode, bad)
         return np.ascontiguousarray(arr, dtype=np.int64)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
             or arr.dtype == np.bool_) and arr.size:
@@ -121,7 +121,8 @@ def _dense_mask(mask, length, n_actions, episode):
     ok = (arr == 0) | (arr == 1)
     if not ok.all():
         step, col = np.unravel_index(int(np.argmin(ok)), ok.shape)
-        raise _err(f"mask[{int(col)}] is {arr[step, col]!r}, not 0 or 1", episode, int(step))
+        raise _err(f"mask[{int(col)}] is {arr[step, col].item()!r}, not 0 or 1", episode,
+                   int(step))
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
