@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 from . import _backend
 from .convert import info, to_npz
+from .dataset import Dataset, open_dataset
 from .errors import BatchFormatError, EncodeError, EpisodeError, FastrlError, SpecError
 from .reader import Batch, EpisodeView, load_batch
 from .validate import validate
@@ -27,9 +28,9 @@ except ImportError:  # pragma: no cover - spec module is part of the package
 FORMAT_VERSION = 1
 
 __all__ = [
-    "BACKEND", "Batch", "BatchFormatError", "BatchWriter", "EncodeError", "EpisodeError",
-    "EpisodeView", "FastrlError", "FORMAT_VERSION", "ObsSpec", "SpecError", "info", "load_batch",
-    "to_npz", "validate", "__version__",
+    "BACKEND", "Batch", "BatchFormatError", "BatchWriter", "Dataset", "EncodeError",
+    "EpisodeError", "EpisodeView", "FastrlError", "FORMAT_VERSION", "ObsSpec", "SpecError", "info",
+    "load_batch", "open_dataset", "to_npz", "validate", "__version__",
 ]
 
 

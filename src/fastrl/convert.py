@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _backend
-from .reader import load_batch
+from .dataset import open_dataset
+from .reader import read_meta
 
 __all__ = ["to_npz", "info", "format_info"]
 
@@ -20,13 +21,16 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
     ``logprobs``, ``truncated``), ``episode_starts`` (int64, episodes + 1) and ``meta`` (the
     meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
     ``json.loads(str(z["meta"]))``). Written to a temporary file, then renamed. Returns ``out``."""
-    batch = load_batch(path)
+    ds = open_dataset(path)
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")  # np.savez would append it anyway
-    arrays = dict(batch.columns)
-    arrays["episode_starts"] = np.asarray(batch.episode_starts)
-    arrays["meta"] = np.array(json.dumps(batch.meta))
+    names = sorted(set.intersection(*(set(b.columns) for b in ds.parts))) if ds.parts else []
+    arrays = {n: np.concatenate([np.asarray(b.columns[n]) for b in ds.parts]) for n in names}
+    arrays["episode_starts"] = np.concatenate(
+        [[0]] + [np.asarray(b.episode_starts[1:]) + ds.row_starts[k]
+                 for k, b in enumerate(ds.parts)]).astype(np.int64)
+    arrays["meta"] = np.array(json.dumps(read_meta(path)))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
     try:
         (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
@@ -38,42 +42,52 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
 
 
 def info(path: str | os.PathLike) -> dict:
-    """Summary of a batch a person wants: sizes, episode lengths, rewards, mask density, bytes."""
-    b = load_batch(path)
-    lengths = np.diff(np.asarray(b.episode_starts))
-    ends = np.asarray(b.episode_starts[1:]) - 1
-    returns = np.add.reduceat(np.asarray(b.rewards, dtype=np.float64),
-                              np.asarray(b.episode_starts[:-1])) if b.count else np.zeros(0)
-    size = sum(f.stat().st_size for f in Path(b.path).iterdir() if f.is_file())
-    density = 0.0
-    if b.count:
+    """Summary of a batch (plain or sharded) a person wants: sizes, episode lengths, rewards,
+    mask density, bytes on disk."""
+    path = Path(path)
+    meta = read_meta(path)
+    ds = open_dataset(path)
+    lengths = np.concatenate([np.diff(np.asarray(b.episode_starts)) for b in ds.parts]) \
+        if ds.parts else np.zeros(0)
+    returns, rewards, truncated, density = [], [], 0, 0.0
+    for b in ds.parts:
+        r = np.asarray(b.rewards, dtype=np.float64)
+        rewards.append(r)
+        returns.append(np.add.reduceat(r, np.asarray(b.episode_starts[:-1])))
+        if b.truncated is not None:
+            truncated += int(np.count_nonzero(np.asarray(b.truncated)[b.episode_starts[1:] - 1]))
+    if ds.parts:
+        b = ds.parts[0]
         step = max(1, b.count // 20000)  # a sample of rows is enough for a density
         density = float(np.asarray(b.masks[::step, :b.n_actions]).mean())
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    count = len(ds)
 
     def stats(x):
-        x = np.asarray(x, dtype=np.float64)
+        x = np.concatenate(x) if isinstance(x, list) and x else np.asarray(x, dtype=np.float64)
         if not x.size:
             return {"min": None, "mean": None, "max": None}
         return {"min": float(x.min()), "mean": float(x.mean()), "max": float(x.max())}
 
+    first = ds.parts[0] if ds.parts else None
     return {
-        "path": str(b.path),
-        "formatVersion": b.meta.get("formatVersion", 1),
-        "createdAt": b.meta.get("createdAt"),
-        "transitions": b.count,
-        "episodes": b.num_episodes,
-        "obsDim": b.obs_dim,
-        "maskDim": b.mask_dim,
-        "numActions": b.n_actions,
-        "columns": sorted(b.columns),
+        "path": str(path),
+        "formatVersion": meta.get("formatVersion", 1),
+        "createdAt": meta.get("createdAt"),
+        "shards": len(ds.parts) if meta.get("sharded") is True else 0,
+        "transitions": count,
+        "episodes": ds.num_episodes,
+        "obsDim": meta["obsDim"],
+        "maskDim": meta["maskDim"],
+        "numActions": first.n_actions if first else meta.get("numActions", meta["maskDim"]),
+        "columns": sorted(first.columns) if first else [],
         "episodeLength": stats(lengths),
-        "reward": stats(b.rewards),
+        "reward": stats(rewards),
         "episodeReturn": stats(returns),
-        "truncatedEpisodes": int(np.count_nonzero(np.asarray(b.truncated)[ends]))
-        if b.truncated is not None and b.count else 0,
+        "truncatedEpisodes": truncated,
         "maskDensity": density,
         "bytesOnDisk": size,
-        "bytesPerTransition": size / b.count if b.count else None,
+        "bytesPerTransition": size / count if count else None,
         "backend": _backend.BACKEND,
     }
 
@@ -88,7 +102,8 @@ def format_info(d: dict) -> str:
     mb = d["bytesOnDisk"] / 1e6
     lines = [
         f"batch        {d['path']}",
-        f"format       v{d['formatVersion']}, created {d['createdAt']}",
+        f"format       v{d['formatVersion']}, created {d['createdAt']}"
+        + (f", {d['shards']} shards" if d["shards"] else ""),
         f"transitions  {d['transitions']:,}",
         f"episodes     {d['episodes']:,}  (truncated: {d['truncatedEpisodes']:,})",
         f"length       {s(d['episodeLength'], '{:.0f}')}",

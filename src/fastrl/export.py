@@ -400,6 +400,7 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
                     encoder: str | None = None, n_actions: int | None = None,
                     mask_pad: int | None = None, workers: int = 1, on_error: str = "fail",
                     checksum: bool = True, progress: bool | None = None,
+                    shard_bytes: int | None = None,
                     flush_bytes: int = F.DEFAULT_FLUSH_BYTES) -> ExportResult:
     """Export every episode file in ``episodes_dir`` into one batch under ``out_root``.
 
@@ -410,7 +411,8 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     stored mask width (>= n_actions). workers: processes (the output is identical for any
     number). on_error: "fail" (stop at the first bad episode, nothing is committed) or "skip"
     (keep good episodes, report every skipped one on stderr and in meta.json ``skipped``).
-    progress: a progress line on stderr (default: when stderr is a terminal).
+    progress: a progress line on stderr (default: when stderr is a terminal). shard_bytes:
+    write a sharded batch of shards of about this size (see ``BatchWriter``).
     """
     t0 = time.perf_counter()
     if on_error not in ("fail", "skip"):
@@ -443,7 +445,7 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     skipped = []
     writer = BatchWriter(out_root, n_actions=layout.n_actions, obs_dim=layout.obs_dim,
                          spec=spec, mask_pad=mask_pad, checksum=checksum,
-                         flush_bytes=flush_bytes)
+                         flush_bytes=flush_bytes, shard_bytes=shard_bytes)
     with writer:
         writer._set_layout(layout)
         for i, (task, result) in enumerate(_results(tasks, opts, workers)):
@@ -518,6 +520,7 @@ def _cmd_export(args) -> int:
     res = export_episodes(args.episodes_dir, args.out, spec=args.spec, encoder=args.encoder,
                           n_actions=args.num_actions, mask_pad=args.mask_pad,
                           workers=args.workers, on_error=args.on_error,
+                          shard_bytes=args.shard_size,
                           progress=None if not args.quiet else False)
     rate = res.transitions / max(res.seconds, 1e-9)
     print(f"exported {res.transitions:,} transitions in {res.episodes:,} episodes from "
@@ -537,6 +540,19 @@ def _positive_int(text):
     return v
 
 
+def parse_size(text):
+    """'256MiB', '1G', '4096', '64k' -> bytes (binary units: k/M/G = 1024^1..3)."""
+    import argparse
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256MiB, 1G, 65536)")
+    value = float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
 def register(sub) -> None:
     p = sub.add_parser("export", help="episode files -> one binary batch folder")
     p.add_argument("episodes_dir", nargs="?", default="dataset/episodes",
@@ -554,5 +570,8 @@ def register(sub) -> None:
                    help="parallel processes (output is identical for any number; default 1)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="bad episode: stop with an error (default) or skip it and report it")
+    p.add_argument("--shard-size", type=parse_size, metavar="SIZE",
+                   help="write a sharded batch, shards of about SIZE (e.g. 256MiB); each shard "
+                        "is a complete batch folder, episodes are never split")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_export)

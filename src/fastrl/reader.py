@@ -310,6 +310,12 @@ def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
     if not path.is_dir():
         raise BatchFormatError(f"{path}: not a folder")
     meta = read_meta(path)
+    if meta.get("sharded") is True:
+        shards = [s.get("path") for s in meta.get("shards", []) if isinstance(s, dict)]
+        raise BatchFormatError(
+            f"{path}: a sharded batch ({len(shards)} shards); open it with "
+            f"fastrl.open_dataset({str(path)!r}), or load one shard with "
+            f"load_batch({str(path / (shards[0] if shards else 'shard_00000'))!r})")
     probs = meta_problems(meta)
     if probs:
         raise BatchFormatError(f"{path}: " + "; ".join(probs))

@@ -60,6 +60,8 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     probs = meta_problems(meta)
     if probs:
         return probs
+    if meta.get("sharded") is True:
+        return _sharded_problems(path, meta, check_data)
     layout = column_layout(meta, path)
     probs = size_problems(layout)
     if probs:
@@ -76,6 +78,42 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
         probs += _data_problems(meta, cols)
     except (OSError, ValueError) as exc:
         probs.append(f"{path}: cannot read column data ({exc})")
+    return probs
+
+
+def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
+    """A sharded batch: the manifest's shard list and totals, then every shard as a batch."""
+    from .dataset import batch_parts
+    try:
+        parts = batch_parts(path)
+    except BatchFormatError as exc:
+        return [str(exc)]
+    probs = []
+    rows = episodes = 0
+    for entry, part in zip(meta["shards"], parts):
+        sub = validate(part, check_data=check_data)
+        probs += [f"{part.name}: {p}" for p in sub]
+        if sub:
+            continue
+        m = read_meta(part)
+        for key, want in (("obsDim", meta["obsDim"]), ("maskDim", meta["maskDim"]),
+                          ("count", entry.get("count")), ("episodes", entry.get("episodes"))):
+            if m.get(key) != want:
+                probs.append(f"{part.name}: {key} {m.get(key)!r} disagrees with the manifest "
+                             f"({want!r})")
+        if entry.get("firstRow") != rows or entry.get("firstEpisode") != episodes:
+            probs.append(f"{part.name}: manifest firstRow/firstEpisode "
+                         f"{entry.get('firstRow')!r}/{entry.get('firstEpisode')!r}, expected "
+                         f"{rows}/{episodes}")
+        rows += m.get("count", 0) if isinstance(m.get("count"), int) else 0
+        episodes += m.get("episodes", 0) if isinstance(m.get("episodes"), int) else 0
+    if not probs and (rows, episodes) != (meta["count"], meta["episodes"]):
+        probs.append(f"meta.json: totals {meta['count']} transitions / {meta['episodes']} "
+                     f"episodes, shards hold {rows} / {episodes}")
+    extra = sorted(e.name for e in os.scandir(path) if e.is_dir()
+                   and e.name not in {p.name for p in parts})
+    if extra:
+        probs.append(f"{path}: folders not listed in the manifest: {', '.join(extra[:5])}")
     return probs
 
 

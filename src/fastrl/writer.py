@@ -8,55 +8,21 @@ folder to ``batch_<ms>`` atomically: a crash or an exception never leaves a comp
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import zlib
-from array import array
 from pathlib import Path
 
 import numpy as np
 
-from . import _backend
 from . import _format as F
+from ._columnset import ColumnSet, iso_utc_now, write_json
 from ._commit import TempFolder, clean_stale
 from ._stager import Layout, Stager
 from .errors import EpisodeError
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "iso_utc_now"]
 
-
-def _version() -> str:
-    from . import __version__
-    return __version__
-
-
-def iso_utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-class _ColumnFile:
-    """One ``name.dtype.bin`` file being appended to, with a running CRC32."""
-
-    def __init__(self, path: Path, checksum: bool):
-        self.path = path
-        self.f = open(path, "wb")
-        self.crc = 0 if checksum else None
-        self.nbytes = 0
-
-    def write(self, arr: np.ndarray) -> None:
-        mv = memoryview(np.ascontiguousarray(arr)).cast("B")
-        self.f.write(mv)
-        if self.crc is not None:
-            self.crc = zlib.crc32(mv, self.crc)
-        self.nbytes += mv.nbytes
-
-    def close(self) -> None:
-        if not self.f.closed:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
+SHARD_PREFIX = "shard_"
 
 
 class BatchWriter:
@@ -75,6 +41,10 @@ class BatchWriter:
         for a 208-action game. Default: no padding (maskDim == n_actions).
     flush_bytes : size of the in-memory column buffers (bytes, default 64 MiB); memory stays bounded
         by about this much whatever the batch size.
+    shard_bytes : when set, the batch is a folder of shards ``shard_00000/`` ..., each a complete
+        batch folder of at most about this many bytes (an episode is never split; one longer
+        episode gets a shard of its own), and the batch's ``meta.json`` is a manifest listing them.
+        Read a sharded batch with :func:`fastrl.open_dataset`.
     checksum : compute a CRC32 per column file while writing and store it in meta.json.
     meta : extra JSON-serializable user metadata, stored under ``"user"`` in meta.json.
     threads : kernel threads (default: ``FASTRL_NUM_THREADS``/``OMP_NUM_THREADS``/available CPUs).
@@ -86,8 +56,8 @@ class BatchWriter:
 
     def __init__(self, root: str | os.PathLike = "data/binary", *, n_actions: int | None = None,
                  obs_dim: int | None = None, spec=None, mask_pad: int | None = None,
-                 flush_bytes: int = F.DEFAULT_FLUSH_BYTES, checksum: bool = True,
-                 meta: dict | None = None, threads: int | None = None):
+                 flush_bytes: int = F.DEFAULT_FLUSH_BYTES, shard_bytes: int | None = None,
+                 checksum: bool = True, meta: dict | None = None, threads: int | None = None):
         self.root = Path(root)
         self._spec = spec
         if spec is not None:
@@ -98,27 +68,33 @@ class BatchWriter:
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
                                   or not 1 <= v <= F.MAX_DIM):
                 raise ValueError(f"{name} must be an integer in [1, {F.MAX_DIM}], got {v!r}")
-        if n_actions is not None and n_actions > F.INT32_MAX:
-            raise ValueError("n_actions must fit int32")
         if mask_pad is not None and n_actions is not None and mask_pad < n_actions:
             raise ValueError(f"mask_pad={mask_pad} is smaller than n_actions={n_actions}")
-        if not isinstance(flush_bytes, (int, np.integer)) or flush_bytes < 1:
-            raise ValueError("flush_bytes must be a positive integer")
+        for name, v in (("flush_bytes", flush_bytes), ("shard_bytes", shard_bytes)):
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                                  or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if meta is not None:
-            json.dumps(meta)  # fail now, not at close, if not JSON-serializable
+            try:
+                json.dumps(meta)  # fail now, not at close
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"meta must be JSON-serializable: {exc}") from None
         self.n_actions = None if n_actions is None else int(n_actions)
         self.obs_dim = None if obs_dim is None else int(obs_dim)
         self.mask_pad = None if mask_pad is None else int(mask_pad)
+        self.mask_dim = None
         self.flush_bytes = int(flush_bytes)
+        self.shard_bytes = None if shard_bytes is None else int(shard_bytes)
         self._checksum = bool(checksum)
         self._user_meta = meta
-        self._extra_meta = {}  # producer-specific keys (export: source, skipped)
+        self._extra_meta = {}      # producer-specific keys (export: source, skipped)
         self._threads = threads
         self.layout = None         # fixed by the first episode
         self._stager = None        # in-memory buffers, flushed to the files when full
-        self._files = None         # name -> _ColumnFile
-        self._lengths = array("q")  # episode lengths, for the offset index
-        self._count = 0            # rows written to the files
+        self._current = None       # ColumnSet being written (the batch, or the open shard)
+        self._shards = []          # manifest entries of finished shards
+        self._done_rows = 0        # rows in finished shards
+        self._done_episodes = 0
         self._pending_steps = []
         self.path = None
         self._closed = False
@@ -131,12 +107,16 @@ class BatchWriter:
     @property
     def episodes(self) -> int:
         """Episodes accepted so far."""
-        return len(self._lengths) + (len(self._stager.lengths) if self._stager else 0)
+        n = self._done_episodes
+        if self._current is not None:
+            n += len(self._current.lengths)
+        return n + (len(self._stager.lengths) if self._stager else 0)
 
     @property
     def transitions(self) -> int:
         """Transitions accepted so far."""
-        return self._count + (self._stager.used if self._stager else 0)
+        n = self._done_rows + (self._current.count if self._current is not None else 0)
+        return n + (self._stager.used if self._stager else 0)
 
     def add_episode(self, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,
                     logprobs=None, truncated: bool = False, states=None) -> None:
@@ -164,7 +144,8 @@ class BatchWriter:
         self._pending_steps.append((obs, action, reward, mask, legal, value, logprob, state))
 
     def end_episode(self, truncated: bool = False) -> None:
-        """Close the episode built by :meth:`add_step`; ``truncated`` as in :meth:`add_episode`."""
+        """Close the episode built by :meth:`add_step`; ``truncated`` as in :meth:`add_episode`.
+        The steps are dropped whether or not the episode is accepted."""
         self._check_open()
         steps, self._pending_steps = self._pending_steps, []
         if not steps:
@@ -201,23 +182,14 @@ class BatchWriter:
                 self._closed = True
                 return None
             self._flush()
-            index = np.zeros(len(self._lengths) + 1, dtype="<i8")
-            np.cumsum(np.frombuffer(self._lengths, dtype=np.int64), out=index[1:])
-            name, fname, _ = F.EPISODE_INDEX
-            f = _ColumnFile(self._tmp.path / fname, self._checksum)
-            self._files[name] = f
-            f.write(index)
-            for f in self._files.values():
-                f.close()
-            meta = self._meta()
-            with open(self._tmp.path / F.META_FILE, "w") as mf:
-                json.dump(meta, mf, indent=1)
-                mf.write("\n")
-                mf.flush()
-                os.fsync(mf.fileno())
+            if self.shard_bytes is None:
+                self._current.finish(self._batch_meta())
+            else:
+                self._finish_shard()
+                write_json(self._tmp.path / F.META_FILE, self._manifest())
             self.path = self._tmp.commit()
             self._closed = True
-            self._stager = None
+            self._stager = self._current = None
             return self.path
         except BaseException:
             self.abort()
@@ -228,13 +200,10 @@ class BatchWriter:
         if self._closed:
             return
         self._closed = True
-        for f in (self._files or {}).values():
-            try:
-                f.f.close()
-            except OSError:
-                pass
+        if self._current is not None:
+            self._current.discard()
         self._tmp.discard()
-        self._stager = None
+        self._stager = self._current = None
 
     def __enter__(self):
         return self
@@ -261,7 +230,8 @@ class BatchWriter:
             raise RuntimeError("BatchWriter is closed")
 
     def _init_layout(self, obs, mask, values, logprobs):
-        if self.n_actions is None:
+        n_actions, obs_dim = self.n_actions, self.obs_dim
+        if n_actions is None:
             if mask is None:
                 raise EpisodeError("n_actions is required when masks are given as legal ids",
                                    episode=0)
@@ -269,15 +239,18 @@ class BatchWriter:
             if len(shape) != 2 or not 1 <= shape[1] <= F.MAX_DIM:
                 raise EpisodeError(f"mask must have shape (steps, n_actions), got {shape}",
                                    episode=0)
-            self.n_actions = int(shape[1])
-        if self.mask_pad is not None and self.mask_pad < self.n_actions:
-            raise ValueError(f"mask_pad={self.mask_pad} is smaller than n_actions={self.n_actions}")
-        if self.obs_dim is None:
-            shape = np.shape(obs) if obs is not None else ()
+            n_actions = int(shape[1])
+        if self.mask_pad is not None and self.mask_pad < n_actions:
+            raise ValueError(f"mask_pad={self.mask_pad} is smaller than n_actions={n_actions}")
+        if obs_dim is None:
+            try:
+                shape = np.shape(obs) if obs is not None else ()
+            except ValueError:  # ragged rows
+                shape = ()
             if len(shape) != 2 or not 1 <= shape[1] <= F.MAX_DIM:
                 raise EpisodeError(f"obs must have shape (steps, obsDim), got {shape}", episode=0)
-            self.obs_dim = int(shape[1])
-        self._set_layout(Layout(self.obs_dim, self.n_actions, self.mask_pad or self.n_actions,
+            obs_dim = int(shape[1])
+        self._set_layout(Layout(obs_dim, n_actions, self.mask_pad or n_actions,
                                 values is not None, logprobs is not None))
 
     def _set_layout(self, layout: Layout):
@@ -286,23 +259,10 @@ class BatchWriter:
             layout.mask_dim
         capacity = max(1, self.flush_bytes // layout.row_bytes())
         self._stager = Stager(layout, capacity, spec=self._spec, threads=self._threads)
-        self._files = {}
-        for name in self._column_names():
-            fname = F.ALL_COLUMNS[name][0]
-            self._files[name] = _ColumnFile(self._tmp.path / fname, self._checksum)
-
-    def _column_names(self):
-        names = ["obs", "actions", "rewards", "masks", "dones"]
-        if self.layout.has_values:
-            names.append("values")
-        if self.layout.has_logprobs:
-            names.append("logprobs")
-        names.append("truncated")
-        return names
 
     def _add(self, obs, actions, rewards, mask, legal, values, logprobs, truncated, states):
         episode = self.episodes
-        if self._files is None:
+        if self.layout is None:
             use_states = states is not None and self._spec is not None
             self._init_layout(None if use_states else obs, mask, values, logprobs)
         ep, st = self._stager.prepare(episode, obs=obs, actions=actions, rewards=rewards,
@@ -316,65 +276,94 @@ class BatchWriter:
         """Append rows packed elsewhere (export workers) after everything added so far."""
         self._check_open()
         self._flush()
-        self._write(cols, int(sum(lengths)))
-        self._lengths.extend(lengths)
+        self._write(cols, list(lengths))
 
     def _flush(self):
         if self._stager is not None and self._stager.used:
             cols, lengths = self._stager.take()
-            self._write(cols, len(cols["dones"]))
-            self._lengths.extend(lengths)
+            self._write(cols, list(lengths))
 
-    def _write(self, cols, rows):
+    def _write(self, cols, lengths):
+        """Append whole episodes to the open folder, starting new shards at episode ends."""
         try:
-            for name, f in self._files.items():
-                if name in cols:
-                    f.write(cols[name][:rows])
+            row, i = 0, 0
+            while i < len(lengths):
+                if self._current is None:
+                    self._open_folder()
+                j = i
+                if self.shard_bytes is None:
+                    j = len(lengths)
+                else:
+                    room = self.shard_bytes - self._current.nbytes
+                    per = self.layout.row_bytes()
+                    used = 0
+                    while j < len(lengths) and (used + lengths[j]) * per <= room:
+                        used += lengths[j]
+                        j += 1
+                    if j == i:
+                        if self._current.count:  # shard full: close it, retry in a new one
+                            self._finish_shard()
+                            continue
+                        j = i + 1  # one episode larger than a shard gets a shard of its own
+                rows = int(sum(lengths[i:j]))
+                self._current.append({k: v[row:row + rows] for k, v in cols.items()},
+                                     lengths[i:j])
+                row += rows
+                i = j
         except OSError as exc:
             # A partial write (disk full, IO error) cannot be undone: drop the whole batch.
             where = self._tmp.path
             self.abort()
             raise OSError(exc.errno, f"fastrl: writing the batch in {where} failed "
                           f"({exc.strerror or exc}); the batch was discarded") from exc
-        self._count += rows
 
-    def _meta(self) -> dict:
-        count = self._count
-        columns = {}
-        checksums = {}
-        for name, f in self._files.items():
-            if name == F.EPISODE_INDEX[0]:
-                fname, dtype, shape = F.EPISODE_INDEX[1], F.EPISODE_INDEX[2], [self.episodes + 1]
-            else:
-                fname, dtype, width = F.ALL_COLUMNS[name]
-                w = {"obsDim": self.obs_dim, "maskDim": self.mask_dim, None: None}[width]
-                shape = [count, w] if w is not None else [count]
-            columns[name] = {"file": fname, "dtype": dtype.str, "shape": shape}
-            if f.crc is not None:
-                checksums[fname] = f"crc32:{f.crc:08x}"
-        lengths = np.frombuffer(self._lengths, dtype=np.int64)
-        meta = {
-            "count": count,
-            "obsDim": self.obs_dim,
-            "maskDim": self.mask_dim,
-            "episodes": self.episodes,
-            "steps": count,
-            "createdAt": iso_utc_now(),
-            "format": F.FORMAT_NAME,
-            "formatVersion": F.FORMAT_VERSION,
-            "byteOrder": "little",
-            "numActions": self.n_actions,
-            "columns": columns,
-            "episodeLength": {"min": int(lengths.min()), "max": int(lengths.max()),
-                              "mean": float(lengths.mean())},
-            "producer": {"fastrl": _version(), "backend": _backend.BACKEND},
-        }
-        if checksums:
-            meta["checksums"] = checksums
+    def _open_folder(self):
+        if self.shard_bytes is None:
+            folder = self._tmp.path
+        else:
+            folder = self._tmp.path / f"{SHARD_PREFIX}{len(self._shards):05d}"
+        self._current = ColumnSet(folder, self.layout, self._checksum)
+
+    def _finish_shard(self):
+        cur = self._current
+        if cur is None or not cur.count:
+            return
+        cur.finish(self._batch_meta(shard=len(self._shards)))
+        entry = {"path": cur.folder.name, "firstRow": self._done_rows,
+                 "firstEpisode": self._done_episodes, "count": cur.count,
+                 "episodes": len(cur.lengths), "stats": cur.stats()}
+        self._shards.append(entry)
+        self._done_rows += cur.count
+        self._done_episodes += len(cur.lengths)
+        self._current = None
+
+    def _batch_meta(self, shard: int | None = None) -> dict:
+        """Keys every folder's meta.json gets besides its own counts and columns."""
+        meta = {}
         if self._spec is not None:
             meta["obsSpec"] = json.loads(self._spec.to_json())
             meta["obsSlices"] = {k: [s.start, s.stop] for k, s in self._spec.slices.items()}
+        if shard is not None:
+            meta["shard"] = {"index": shard, "firstRow": self._done_rows,
+                             "firstEpisode": self._done_episodes}
         meta.update(self._extra_meta)
         if self._user_meta is not None:
             meta["user"] = self._user_meta
         return meta
+
+    def _manifest(self) -> dict:
+        lay = self.layout
+        lengths = [s["stats"]["episodeLength"] for s in self._shards]
+        manifest = {
+            "count": self._done_rows, "obsDim": lay.obs_dim, "maskDim": lay.mask_dim,
+            "episodes": self._done_episodes, "steps": self._done_rows,
+            "createdAt": iso_utc_now(), "format": F.FORMAT_NAME,
+            "formatVersion": F.FORMAT_VERSION, "byteOrder": "little",
+            "numActions": lay.n_actions, "sharded": True, "shardBytes": self.shard_bytes,
+            "shards": self._shards,
+            "episodeLength": {"min": min(x["min"] for x in lengths),
+                              "max": max(x["max"] for x in lengths),
+                              "mean": self._done_rows / self._done_episodes},
+        }
+        manifest.update(self._batch_meta())
+        return manifest

@@ -1,0 +1,185 @@
+"""``open_dataset``: many batches and shards presented as one memory-mapped dataset.
+
+Global transition ``i`` lives in part ``k = searchsorted(row_starts, i, 'right') - 1`` at row
+``i - row_starts[k]`` (O(log parts)); episodes likewise. Parts are plain batches or the shards of a
+sharded batch, in name order. ``refresh()`` picks up batches committed to the root since (the
+append-only way bots keep producing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import _format as F
+from .errors import BatchFormatError
+from .reader import Batch, EpisodeView, load_batch, read_meta
+
+__all__ = ["open_dataset", "Dataset", "batch_parts"]
+
+
+def batch_parts(path: Path) -> list[Path]:
+    """Folders readable by ``load_batch`` that make up the batch at ``path`` (the batch itself, or
+    its shards in manifest order)."""
+    meta = read_meta(path)
+    if meta.get("sharded") is not True:
+        return [path]
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise BatchFormatError(f"{path}/meta.json: sharded batch without a shard list")
+    out = []
+    for s in shards:
+        name = s.get("path") if isinstance(s, dict) else None
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") \
+                or not name.startswith("shard_"):
+            raise BatchFormatError(f"{path}/meta.json: bad shard entry {s!r}")
+        out.append(path / name)
+    return out
+
+
+def _expand(p: Path) -> list[Path]:
+    if (p / F.META_FILE).exists():
+        return batch_parts(p)
+    if not p.is_dir():
+        raise BatchFormatError(f"{p}: not a folder")
+    batches = sorted(e.name for e in os.scandir(p)
+                     if e.name.startswith(F.BATCH_PREFIX) and e.is_dir()
+                     and os.path.exists(os.path.join(e.path, F.META_FILE)))
+    parts = []
+    for name in batches:
+        parts += batch_parts(p / name)
+    return parts
+
+
+class Dataset:
+    """Transitions of several batches/shards as one. ``len()`` is the number of transitions;
+    ``num_episodes``; ``episode(i)``; ``transition(i)`` (dict of one row); ``sample(n, rng)``;
+    ``locate(i)`` -> (part index, row); ``parts`` are the opened :class:`Batch` objects."""
+
+    def __init__(self, sources: list[Path], root: Path | None):
+        self._sources = sources
+        self._root = root
+        self.parts: list[Batch] = []
+        self._paths: list[Path] = []
+        self.row_starts = np.zeros(1, np.int64)
+        self.episode_starts = np.zeros(1, np.int64)
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Open parts that appeared since the last call (new batches in a root); return how many.
+        Parts already open stay as they are."""
+        seen = set(self._paths)
+        new = []
+        for src in self._sources:
+            for p in _expand(src):
+                if p not in seen:
+                    new.append(p)
+                    seen.add(p)
+        for p in new:
+            b = load_batch(p)
+            if self.parts and (b.obs_dim, b.mask_dim) != (self.parts[0].obs_dim,
+                                                          self.parts[0].mask_dim):
+                raise BatchFormatError(f"{p}: obsDim/maskDim {b.obs_dim}/{b.mask_dim} differ "
+                                       f"from {self._paths[0]} "
+                                       f"({self.parts[0].obs_dim}/{self.parts[0].mask_dim})")
+            if b.count == 0:
+                continue
+            self.parts.append(b)
+            self._paths.append(p)
+        self.row_starts = np.concatenate([[0], np.cumsum([b.count for b in self.parts])]) \
+            .astype(np.int64)
+        self.episode_starts = np.concatenate(
+            [[0], np.cumsum([b.num_episodes for b in self.parts])]).astype(np.int64)
+        return len(new)
+
+    def __len__(self) -> int:
+        return int(self.row_starts[-1])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_starts[-1])
+
+    @property
+    def obs_dim(self) -> int:
+        return self.parts[0].obs_dim if self.parts else 0
+
+    @property
+    def mask_dim(self) -> int:
+        return self.parts[0].mask_dim if self.parts else 0
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(part index, row in that part) of global transition ``i``."""
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"transition {i} out of range: the dataset has {n}")
+        k = int(np.searchsorted(self.row_starts, i, side="right")) - 1
+        return k, int(i - self.row_starts[k])
+
+    def transition(self, i: int) -> dict:
+        """One transition: column name -> value (arrays for obs and masks)."""
+        k, r = self.locate(i)
+        return {name: col[r] for name, col in self.parts[k].columns.items()}
+
+    def episode(self, i: int) -> EpisodeView:
+        """Views of global episode ``i`` (its ``index`` is the episode's index in its part)."""
+        n = self.num_episodes
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"episode {i} out of range: the dataset has {n}")
+        k = int(np.searchsorted(self.episode_starts, i, side="right")) - 1
+        return self.parts[k].episode(int(i - self.episode_starts[k]))
+
+    def episodes(self):
+        for b in self.parts:
+            yield from b.episodes()
+
+    def gather(self, index) -> dict:
+        """Rows at global indices ``index`` (any order): dict name -> array, in that order.
+        Only columns present in every part are returned."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError("transition index out of range")
+        part = np.searchsorted(self.row_starts, index, side="right") - 1
+        names = set.intersection(*(set(b.columns) for b in self.parts)) if self.parts else set()
+        out = {}
+        for name in sorted(names):
+            first = self.parts[0].columns[name]
+            out[name] = np.empty((len(index),) + first.shape[1:], dtype=first.dtype)
+        for k in np.unique(part):
+            sel = np.flatnonzero(part == k)
+            rows = index[sel] - self.row_starts[k]
+            cols = self.parts[k].columns
+            for name in out:
+                out[name][sel] = cols[name][rows]
+        return out
+
+    def sample(self, n: int, rng=None) -> dict:
+        """A random minibatch of ``n`` transitions (with replacement), sorted by index for
+        locality; ``"index"`` holds the global indices."""
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty dataset")
+        rng = np.random.default_rng(rng)
+        idx = np.sort(rng.integers(0, len(self), size=n))
+        out = self.gather(idx)
+        out["index"] = idx
+        return out
+
+    def __repr__(self):
+        return f"Dataset(parts={len(self.parts)}, transitions={len(self)}, " \
+               f"episodes={self.num_episodes})"
+
+
+def open_dataset(root_or_paths) -> Dataset:
+    """Open a batch, a sharded batch, a root folder of batches (``batch_*`` with a meta.json,
+    in name order), or a list of any of these, as one :class:`Dataset`."""
+    if isinstance(root_or_paths, (str, os.PathLike)):
+        sources = [Path(root_or_paths)]
+    else:
+        sources = [Path(p) for p in root_or_paths]
+    root = sources[0] if len(sources) == 1 else None
+    return Dataset(sources, root)
