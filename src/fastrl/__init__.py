@@ -13,7 +13,7 @@ Public API (see README.md and docs/FORMAT.md):
 __version__ = "0.1.0"
 
 from . import _backend
-from .convert import info, to_npz
+from .convert import decompress, info, to_npz
 from .dataset import Dataset, open_dataset
 from .errors import BatchFormatError, EncodeError, EpisodeError, FastrlError, SpecError
 from .reader import Batch, EpisodeView, load_batch
@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 __all__ = [
     "BACKEND", "Batch", "BatchFormatError", "BatchWriter", "Dataset", "EncodeError",
     "EpisodeError", "EpisodeView", "FastrlError", "FORMAT_VERSION", "ObsSpec", "SpecError", "info",
-    "load_batch", "open_dataset", "to_npz", "validate", "__version__",
+    "decompress", "load_batch", "open_dataset", "to_npz", "validate", "__version__",
 ]
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _backend
 from . import _format as F
+from ._codecs import compress_column
 from ._stager import Layout
 
 # Action histograms are kept per shard only up to this many actions (manifest size stays small).
@@ -63,10 +64,13 @@ class _ColumnFile:
 class ColumnSet:
     """Column files of one folder, appended to episode by episode."""
 
-    def __init__(self, folder: Path, layout: Layout, checksum: bool):
+    def __init__(self, folder: Path, layout: Layout, checksum: bool, codecs: dict | None = None,
+                 level: int | None = None):
         self.folder = folder
         self.layout = layout
         self.checksum = checksum
+        self.codecs = codecs or {}  # column -> codec name, applied once the folder is complete
+        self.level = level
         folder.mkdir(parents=True, exist_ok=True)
         self.names = ["obs", "actions", "rewards", "masks", "dones"]
         if layout.has_values:
@@ -129,6 +133,17 @@ class ColumnSet:
         for f in self.files.values():
             f.close()
         meta = self._meta()
+        if self.codecs:
+            meta["codecs"] = {}
+            for col, codec in self.codecs.items():
+                plain = F.EPISODE_INDEX[1] if col == F.EPISODE_INDEX[0] else F.ALL_COLUMNS[col][0]
+                entry = compress_column(self.folder, plain, codec, self.level,
+                                        mask_dim=self.layout.mask_dim)
+                meta["codecs"][col] = entry
+                sums = meta.get("checksums")
+                if sums is not None:
+                    sums.pop(plain, None)
+                    sums[entry["file"]] = entry["storedChecksum"]
         meta.update(extra_meta)
         write_json(self.folder / F.META_FILE, meta)
         return meta

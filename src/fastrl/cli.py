@@ -43,6 +43,12 @@ def _cmd_to_npz(args) -> int:
     return 0
 
 
+def _cmd_decompress(args) -> int:
+    from .convert import decompress
+    print(decompress(args.batch, args.out))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("validate", help="check a batch; exit 0 when sound, 1 with every problem")
     p.add_argument("batch", help="batch folder")
@@ -58,6 +64,10 @@ def register(sub) -> None:
     p.add_argument("out", help="output .npz path")
     p.add_argument("--uncompressed", action="store_true", help="np.savez instead of savez_compressed")
     p.set_defaults(func=_cmd_to_npz)
+    p = sub.add_parser("decompress", help="write a plain (seed-format) copy of a compressed batch")
+    p.add_argument("batch", help="compressed batch folder")
+    p.add_argument("--out", help="output root (default: the batch's own root)")
+    p.set_defaults(func=_cmd_decompress)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,3 +118,43 @@ def format_info(d: dict) -> str:
         f"backend      {d['backend']}",
     ]
     return "\n".join(lines)
+
+
+def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = None) -> Path:
+    """Write a plain (uncompressed, memory-mappable, seed-format) copy of the compressed batch at
+    ``path`` as a new ``batch_<ms>`` in ``out_root`` (default: beside it); return its path.
+    Every decoded column is checked against its recorded CRC32 first."""
+    from ._columnset import write_json
+    from ._commit import TempFolder
+    from .dataset import batch_parts
+    from .errors import BatchFormatError
+    from .reader import column_layout, meta_problems, open_columns, size_problems
+
+    path = Path(path)
+    top = read_meta(path)
+    tmp = TempFolder(Path(out_root) if out_root is not None else path.parent)
+    try:
+        for part in batch_parts(path):
+            dest = tmp.path if part == path else tmp.path / part.name
+            dest.mkdir(exist_ok=True)
+            meta = read_meta(part)
+            probs = meta_problems(meta)
+            codecs = meta.pop("codecs", None) or {}
+            layout = column_layout(meta, part) if not probs else {}
+            probs = probs or size_problems(layout, codecs)
+            if probs:
+                raise BatchFormatError(f"{part}: " + "; ".join(probs))
+            cols = open_columns(layout, codecs, verify=True)
+            sums = meta.get("checksums")
+            for name, (fpath, _, _) in layout.items():
+                np.ascontiguousarray(cols[name]).tofile(dest / fpath.name)
+                if name in codecs and isinstance(sums, dict):
+                    sums.pop(codecs[name]["file"], None)
+                    sums[fpath.name] = codecs[name]["rawChecksum"]
+            write_json(dest / "meta.json", meta)
+        if top.get("sharded") is True:
+            write_json(tmp.path / "meta.json", top)
+        return tmp.commit()
+    except BaseException:
+        tmp.discard()
+        raise

@@ -400,7 +400,8 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
                     encoder: str | None = None, n_actions: int | None = None,
                     mask_pad: int | None = None, workers: int = 1, on_error: str = "fail",
                     checksum: bool = True, progress: bool | None = None,
-                    shard_bytes: int | None = None,
+                    shard_bytes: int | None = None, compression=None,
+                    compression_level: int | None = None,
                     flush_bytes: int = F.DEFAULT_FLUSH_BYTES) -> ExportResult:
     """Export every episode file in ``episodes_dir`` into one batch under ``out_root``.
 
@@ -412,7 +413,8 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     number). on_error: "fail" (stop at the first bad episode, nothing is committed) or "skip"
     (keep good episodes, report every skipped one on stderr and in meta.json ``skipped``).
     progress: a progress line on stderr (default: when stderr is a terminal). shard_bytes:
-    write a sharded batch of shards of about this size (see ``BatchWriter``).
+    write a sharded batch of shards of about this size; compression, compression_level: as for
+    ``BatchWriter``.
     """
     t0 = time.perf_counter()
     if on_error not in ("fail", "skip"):
@@ -445,7 +447,8 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     skipped = []
     writer = BatchWriter(out_root, n_actions=layout.n_actions, obs_dim=layout.obs_dim,
                          spec=spec, mask_pad=mask_pad, checksum=checksum,
-                         flush_bytes=flush_bytes, shard_bytes=shard_bytes)
+                         flush_bytes=flush_bytes, shard_bytes=shard_bytes,
+                         compression=compression, compression_level=compression_level)
     with writer:
         writer._set_layout(layout)
         for i, (task, result) in enumerate(_results(tasks, opts, workers)):
@@ -520,7 +523,8 @@ def _cmd_export(args) -> int:
     res = export_episodes(args.episodes_dir, args.out, spec=args.spec, encoder=args.encoder,
                           n_actions=args.num_actions, mask_pad=args.mask_pad,
                           workers=args.workers, on_error=args.on_error,
-                          shard_bytes=args.shard_size,
+                          shard_bytes=args.shard_size, compression=_compression_arg(args),
+                          compression_level=args.compress_level,
                           progress=None if not args.quiet else False)
     rate = res.transitions / max(res.seconds, 1e-9)
     print(f"exported {res.transitions:,} transitions in {res.episodes:,} episodes from "
@@ -538,6 +542,16 @@ def _positive_int(text):
     if v < 1:
         raise __import__("argparse").ArgumentTypeError(f"must be >= 1, got {v}")
     return v
+
+
+def _compression_arg(args):
+    if args.compress is None and not args.pack_masks:
+        return None
+    cols = {c: args.compress for c in ("obs", "actions", "rewards", "masks", "dones", "values",
+                                         "logprobs", "truncated", "episode_index")}
+    if args.pack_masks:
+        cols["masks"] = "packbits"
+    return cols
 
 
 def parse_size(text):
@@ -573,5 +587,10 @@ def register(sub) -> None:
     p.add_argument("--shard-size", type=parse_size, metavar="SIZE",
                    help="write a sharded batch, shards of about SIZE (e.g. 256MiB); each shard "
                         "is a complete batch folder, episodes are never split")
+    p.add_argument("--compress", choices=("zstd", "gzip"),
+                   help="compress every column (not memory-mappable; `fastrl decompress` undoes)")
+    p.add_argument("--compress-level", type=int, help="codec level (zstd 3, gzip 6 by default)")
+    p.add_argument("--pack-masks", action="store_true",
+                   help="store masks bit-packed (np.packbits, 8 actions per byte)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_export)

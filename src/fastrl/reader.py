@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _format as F
+from ._codecs import codec_problems, decode_column
 from .errors import BatchFormatError
 
 __all__ = ["load_batch", "Batch", "EpisodeView", "read_meta", "meta_problems", "column_layout"]
@@ -76,11 +77,12 @@ def meta_problems(meta: dict) -> list[str]:
     if cols is not None and (not isinstance(cols, dict)
                              or any(not isinstance(k, str) for k in cols)):
         probs.append("meta.json: columns must be an object")
-    for key in ("checksums", "codecs"):
+    for key in ("checksums",):
         if key in meta and not isinstance(meta[key], dict):
             probs.append(f"meta.json: {key} must be an object")
-    if isinstance(meta.get("codecs"), dict) and meta["codecs"]:
-        probs.append("meta.json: compressed columns (codecs) are not supported by this reader")
+    plain = {n: v[0] for n, v in F.ALL_COLUMNS.items()}
+    plain[F.EPISODE_INDEX[0]] = F.EPISODE_INDEX[1]
+    probs += codec_problems(meta, plain)
     return probs
 
 
@@ -105,10 +107,17 @@ def column_layout(meta: dict, path: Path) -> dict:
     return layout
 
 
-def size_problems(layout: dict) -> list[str]:
-    """Files missing or whose size is not exactly the product of their shape and item size."""
+def size_problems(layout: dict, codecs: dict | None = None) -> list[str]:
+    """Files missing or whose size is not exactly the product of their shape and item size
+    (compressed columns: the stored file must exist; its decoded size is checked on decoding)."""
     probs = []
+    codecs = codecs or {}
     for name, (fpath, dtype, shape) in layout.items():
+        if name in codecs:
+            if not (fpath.parent / codecs[name]["file"]).is_file():
+                probs.append(f"{codecs[name]['file']}: missing (column {name!r}, "
+                             f"{codecs[name]['codec']})")
+            continue
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         try:
             found = fpath.stat().st_size
@@ -122,6 +131,17 @@ def size_problems(layout: dict) -> list[str]:
             probs.append(f"{fpath.name}: {found} bytes on disk, expected {expected} "
                          f"({' x '.join(map(str, shape))} x {dtype.itemsize} bytes)")
     return probs
+
+
+def open_columns(layout: dict, codecs: dict, verify: bool = False) -> dict:
+    """name -> array: memory-mapped plain files, decoded (in-memory) compressed ones."""
+    cols = {}
+    for name, (fpath, dtype, shape) in layout.items():
+        if name in codecs:
+            cols[name] = decode_column(fpath.parent, codecs[name], dtype, shape, verify=verify)
+        else:
+            cols[name] = _map(fpath, dtype, shape)
+    return cols
 
 
 def _map(fpath: Path, dtype, shape):
@@ -320,14 +340,18 @@ def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
     if probs:
         raise BatchFormatError(f"{path}: " + "; ".join(probs))
     layout = column_layout(meta, path)
-    probs = size_problems(layout)
+    codecs = meta.get("codecs") or {}
+    probs = size_problems(layout, codecs)
     if probs:
         raise BatchFormatError(f"{path}: " + "; ".join(probs))
     if verify:
         probs = checksum_problems(path, meta)
         if probs:
             raise BatchFormatError(f"{path}: " + "; ".join(probs))
-    cols = {name: _map(*spec) for name, spec in layout.items()}
+    try:
+        cols = open_columns(layout, codecs, verify=verify)
+    except BatchFormatError as exc:
+        raise BatchFormatError(f"{path}: {exc}") from None
     if F.EPISODE_INDEX[0] in cols:
         starts = np.asarray(cols.pop(F.EPISODE_INDEX[0]))
     else:

@@ -10,8 +10,8 @@ import numpy as np
 from . import _commit
 from . import _format as F
 from .errors import BatchFormatError
-from .reader import (_map, checksum_problems, column_layout, episode_starts_from, index_problems,
-                     meta_problems, read_meta, size_problems)
+from .reader import (checksum_problems, column_layout, episode_starts_from, index_problems,
+                     meta_problems, open_columns, read_meta, size_problems)
 
 __all__ = ["validate"]
 
@@ -63,7 +63,8 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     if meta.get("sharded") is True:
         return _sharded_problems(path, meta, check_data)
     layout = column_layout(meta, path)
-    probs = size_problems(layout)
+    codecs = meta.get("codecs") or {}
+    probs = size_problems(layout, codecs)
     if probs:
         return probs
     probs += checksum_problems(path, meta)
@@ -74,7 +75,7 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     if not check_data:
         return probs
     try:
-        cols = {name: _map(*spec) for name, spec in layout.items()}
+        cols = open_columns(layout, codecs, verify=True)
         probs += _data_problems(meta, cols)
     except (OSError, ValueError) as exc:
         probs.append(f"{path}: cannot read column data ({exc})")

@@ -25,6 +25,30 @@ __all__ = ["BatchWriter", "iso_utc_now"]
 SHARD_PREFIX = "shard_"
 
 
+def _codec_map(compression) -> dict:
+    """``compression`` argument -> {column: codec} (checked; zstd must be installed)."""
+    from ._codecs import resolve
+    if compression is None:
+        return {}
+    columns = list(F.ALL_COLUMNS) + [F.EPISODE_INDEX[0]]
+    if isinstance(compression, str):
+        if compression == "packbits":
+            raise ValueError("'packbits' applies to masks only: compression={'masks': 'packbits'}")
+        return {c: resolve(compression) for c in columns}
+    if not isinstance(compression, dict):
+        raise ValueError(f"compression must be None, a codec name or a dict, not {compression!r}")
+    out = {}
+    for col, codec in compression.items():
+        if col not in columns:
+            raise ValueError(f"compression: unknown column {col!r} (columns: {', '.join(columns)})")
+        if codec is None:
+            continue
+        if codec == "packbits" and col != "masks":
+            raise ValueError(f"compression: 'packbits' applies to masks only, not {col!r}")
+        out[col] = resolve(codec)
+    return out
+
+
 class BatchWriter:
     """Write episodes into one batch folder ``<root>/batch_<ms>/`` (format v1, docs/FORMAT.md).
 
@@ -45,6 +69,12 @@ class BatchWriter:
         batch folder of at most about this many bytes (an episode is never split; one longer
         episode gets a shard of its own), and the batch's ``meta.json`` is a manifest listing them.
         Read a sharded batch with :func:`fastrl.open_dataset`.
+    compression : None (plain files, memory-mappable: the default), a codec for every column
+        (``"zstd"``, needs zstandard; ``"gzip"``), or a dict column -> codec (masks may use
+        ``"packbits"``: 8 columns per byte). Compressed batches are read into memory, not mapped,
+        and the origin document's raw loader cannot read them (``fastrl decompress`` restores
+        the plain format). See docs/FORMAT.md.
+    compression_level : codec level (zstd default 3, gzip default 6).
     checksum : compute a CRC32 per column file while writing and store it in meta.json.
     meta : extra JSON-serializable user metadata, stored under ``"user"`` in meta.json.
     threads : kernel threads (default: ``FASTRL_NUM_THREADS``/``OMP_NUM_THREADS``/available CPUs).
@@ -57,6 +87,7 @@ class BatchWriter:
     def __init__(self, root: str | os.PathLike = "data/binary", *, n_actions: int | None = None,
                  obs_dim: int | None = None, spec=None, mask_pad: int | None = None,
                  flush_bytes: int = F.DEFAULT_FLUSH_BYTES, shard_bytes: int | None = None,
+                 compression=None, compression_level: int | None = None,
                  checksum: bool = True, meta: dict | None = None, threads: int | None = None):
         self.root = Path(root)
         self._spec = spec
@@ -79,6 +110,8 @@ class BatchWriter:
                 json.dumps(meta)  # fail now, not at close
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"meta must be JSON-serializable: {exc}") from None
+        self._codecs = _codec_map(compression)
+        self._level = compression_level
         self.n_actions = None if n_actions is None else int(n_actions)
         self.obs_dim = None if obs_dim is None else int(obs_dim)
         self.mask_pad = None if mask_pad is None else int(mask_pad)
@@ -322,7 +355,12 @@ class BatchWriter:
             folder = self._tmp.path
         else:
             folder = self._tmp.path / f"{SHARD_PREFIX}{len(self._shards):05d}"
-        self._current = ColumnSet(folder, self.layout, self._checksum)
+        codecs = {c: k for c, k in self._codecs.items()
+                  if c in ("obs", "actions", "rewards", "masks", "dones", "truncated",
+                           F.EPISODE_INDEX[0])
+                  or (c == "values" and self.layout.has_values)
+                  or (c == "logprobs" and self.layout.has_logprobs)}
+        self._current = ColumnSet(folder, self.layout, self._checksum, codecs, self._level)
 
     def _finish_shard(self):
         cur = self._current
