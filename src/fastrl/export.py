@@ -186,6 +186,22 @@ class _Options:
     on_error: str
 
 
+def load_spec(spec):
+    """An ObsSpec from a JSON file path or a parsed dict (SpecError/FastrlError otherwise)."""
+    from .spec import ObsSpec
+    if isinstance(spec, dict):
+        return ObsSpec.from_json(spec)
+    try:
+        with open(spec, "rb") as f:
+            text = f.read(64 << 20)
+    except OSError as exc:
+        raise FastrlError(f"cannot read spec file {spec}: {exc}") from None
+    try:
+        return ObsSpec.from_json(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FastrlError(f"spec file {spec} is not UTF-8 JSON") from None
+
+
 def _load_encoder(name: str):
     mod, _, fn = name.partition(":")
     if not mod or not fn:
@@ -423,13 +439,8 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if spec is not None and encoder is not None:
         raise ValueError("give a spec or an encoder, not both")
-    if spec is not None and not hasattr(spec, "encode"):
-        from .spec import ObsSpec
-        try:
-            with open(spec) as f:
-                spec = ObsSpec.from_json(f.read())
-        except OSError as exc:
-            raise FastrlError(f"cannot read spec file {spec}: {exc}") from None
+    if isinstance(spec, (str, os.PathLike, dict)):
+        spec = load_spec(spec)
     enc_fn = _load_encoder(encoder) if encoder else None
     files = find_episode_files(episodes_dir)
     if not files:
