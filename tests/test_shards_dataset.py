@@ -104,3 +104,14 @@ def test_parse_size():
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size("lots")
+
+
+def test_d3rlpy_arrays_terminals_and_timeouts(tmp_path, rng):
+    from fastrl.interop import d3rlpy_arrays
+    with fastrl.BatchWriter(tmp_path, n_actions=10) as w:
+        w.add_episode(**random_episode(rng, 3))
+        w.add_episode(**random_episode(rng, 2, truncated=True))
+    arr = d3rlpy_arrays(w.path)
+    assert arr["terminals"].tolist() == [0, 0, 1, 0, 0]
+    assert arr["timeouts"].tolist() == [0, 0, 0, 0, 1]
+    assert isinstance(arr["observations"], np.memmap)  # no copy of the big column
