@@ -9,6 +9,8 @@ they write.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import _format as F
@@ -144,6 +146,33 @@ def _legal(legal, length, episode):
             from None
     if n != length:
         raise _err(f"legal has {n} entries for {length} steps", episode)
+    fast = _legal_fast(legal, length)
+    if fast is not None:
+        return fast
+    return _legal_slow(legal, length, episode)
+
+
+def _legal_fast(legal, length):
+    """Flatten well-formed legal lists in a few bulk calls; None when anything looks off (the
+    slow path then finds and names the bad step)."""
+    try:
+        sizes = np.fromiter(map(len, legal), dtype=np.int64, count=length)
+        if length and isinstance(legal[0], np.ndarray):
+            ids = np.concatenate(legal) if length else np.zeros(0, np.int64)
+        else:
+            ids = np.array(list(itertools.chain.from_iterable(legal)))
+    except (TypeError, ValueError):
+        return None
+    if ids.ndim != 1 or ids.shape[0] != int(sizes.sum()):
+        return None
+    if ids.size and (ids.dtype.kind not in "iu" or (ids.dtype.kind == "u" and ids.dtype.itemsize == 8)):
+        return None
+    offsets = np.zeros(length + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return np.ascontiguousarray(ids, dtype=np.int64), offsets
+
+
+def _legal_slow(legal, length, episode):
     lengths = np.empty(length + 1, dtype=np.int64)
     lengths[0] = 0
     parts = []

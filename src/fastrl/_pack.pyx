@@ -16,7 +16,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t, intptr_t
 from libc.string cimport memcpy, memset
 
-from fastrl._byteorder cimport store_f32_le, store_i32_le
+from fastrl._byteorder cimport (any_nonfinite_f32, store_fence, convert_f64_f32_le,
+                                 copy_f32_le, store_f32_le, store_i32_le)
 
 cnp.import_array()
 
@@ -67,11 +68,23 @@ cdef inline bint _nonfinite(float v) noexcept nogil:
     return not (v * 0.0 == 0.0)
 
 
+cdef bint _row_bad(const float *obs32, const double *obs64, int obs_f64, int64_t t,
+                   int64_t D) noexcept nogil:
+    # Checks the input row (in cache after the copy), not the output written with streaming
+    # stores. A float64 value is bad when its float32 conversion is not finite.
+    cdef int64_t j
+    if not obs_f64:
+        return any_nonfinite_f32(obs32 + t * D, D)
+    for j in range(D):
+        if _nonfinite(<float> obs64[t * D + j] if obs_f64 else obs32[t * D + j]):
+            return True
+    return False
+
+
 cdef int _pack_one(const intptr_t *p, int64_t T, int64_t row0, int obs_f64, int64_t mask_w,
                    int trunc, const Out *o, int64_t *err_step, int64_t *err_col) noexcept nogil:
     cdef int64_t t, j, r, D = o.obs_dim, M = o.mask_dim, A = o.n_actions, a, k, lo, hi, idv
     cdef float v
-    cdef bint bad
     cdef const float *obs32 = <const float *> p[P_OBS]
     cdef const double *obs64 = <const double *> p[P_OBS]
     cdef const int64_t *act = <const int64_t *> p[P_ACT]
@@ -90,18 +103,11 @@ cdef int _pack_one(const intptr_t *p, int64_t T, int64_t row0, int obs_f64, int6
         # observations (skipped when the caller already encoded them in place)
         if p[P_OBS] != 0:
             orow = o.obs + r * D
-            bad = False
             if obs_f64:
-                for j in range(D):
-                    v = <float> obs64[t * D + j]
-                    bad |= _nonfinite(v)
-                    store_f32_le(orow + j, v)
+                convert_f64_f32_le(orow, obs64 + t * D, D)
             else:
-                for j in range(D):
-                    v = obs32[t * D + j]
-                    bad |= _nonfinite(v)
-                    store_f32_le(orow + j, v)
-            if bad:
+                copy_f32_le(orow, obs32 + t * D, D)
+            if _row_bad(obs32, obs64, obs_f64, t, D):
                 for j in range(D):
                     v = <float> obs64[t * D + j] if obs_f64 else obs32[t * D + j]
                     if _nonfinite(v):
@@ -224,10 +230,12 @@ def pack_episodes(list episodes, cnp.ndarray obs, cnp.ndarray actions, cnp.ndarr
                                          info[e, 3], trunc[e], &o, &status[e, 1], &status[e, 2])
                 if status[e, 0] != ERR_OK:
                     break
+            store_fence()
     else:
         for e in prange(n, nogil=True, schedule="dynamic", num_threads=nthreads):
             status[e, 0] = _pack_one(&ptrs[e, 0], info[e, 0], info[e, 1], <int> info[e, 2],
                                      info[e, 3], trunc[e], &o, &status[e, 1], &status[e, 2])
+            store_fence()
     for e in range(n):
         if status[e, 0] != ERR_OK:
             return e, int(status[e, 0]), int(status[e, 1]), int(status[e, 2])
