@@ -37,10 +37,11 @@ def _version() -> str:
 class _ColumnFile:
     """One ``name.dtype.bin`` file being appended to, with a running CRC32."""
 
-    def __init__(self, path: Path, checksum: bool):
+    def __init__(self, path: Path, checksum: bool, fsync: bool = True):
         self.path = path
         self.f = open(path, "wb")
         self.crc = 0 if checksum else None
+        self.fsync = fsync
 
     def write(self, arr: np.ndarray) -> None:
         mv = memoryview(np.ascontiguousarray(arr)).cast("B")
@@ -51,7 +52,8 @@ class _ColumnFile:
     def close(self) -> None:
         if not self.f.closed:
             self.f.flush()
-            os.fsync(self.f.fileno())
+            if self.fsync:
+                os.fsync(self.f.fileno())
             self.f.close()
 
     def discard(self) -> None:
@@ -65,8 +67,9 @@ class ColumnSet:
     """Column files of one folder, appended to episode by episode."""
 
     def __init__(self, folder: Path, layout: Layout, checksum: bool, codecs: dict | None = None,
-                 level: int | None = None):
+                 level: int | None = None, fsync: bool = True):
         self.folder = folder
+        self.fsync = fsync
         self.layout = layout
         self.checksum = checksum
         self.codecs = codecs or {}  # column -> codec name, applied once the folder is complete
@@ -78,7 +81,8 @@ class ColumnSet:
         if layout.has_logprobs:
             self.names.append("logprobs")
         self.names.append("truncated")
-        self.files = {n: _ColumnFile(folder / F.ALL_COLUMNS[n][0], checksum) for n in self.names}
+        self.files = {n: _ColumnFile(folder / F.ALL_COLUMNS[n][0], checksum, fsync)
+                      for n in self.names}
         self.count = 0
         self.lengths = array("q")
         self.returns = array("d")
@@ -127,7 +131,7 @@ class ColumnSet:
         index = np.zeros(len(self.lengths) + 1, dtype="<i8")
         np.cumsum(np.frombuffer(self.lengths, np.int64), out=index[1:])
         name, fname, _ = F.EPISODE_INDEX
-        f = _ColumnFile(self.folder / fname, self.checksum)
+        f = _ColumnFile(self.folder / fname, self.checksum, self.fsync)
         self.files[name] = f
         f.write(index)
         for f in self.files.values():
@@ -145,7 +149,7 @@ class ColumnSet:
                     sums.pop(plain, None)
                     sums[entry["file"]] = entry["storedChecksum"]
         meta.update(extra_meta)
-        write_json(self.folder / F.META_FILE, meta)
+        write_json(self.folder / F.META_FILE, meta, fsync=self.fsync)
         return meta
 
     def discard(self) -> None:
@@ -180,9 +184,10 @@ class ColumnSet:
         return meta
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj, fsync: bool = True) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
         f.write("\n")
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())

@@ -73,24 +73,21 @@ class TempFolder:
         self._release_owner()
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def commit(self, prefix: str = F.BATCH_PREFIX) -> Path:
-        """fsync the folder's files, rename it to ``<prefix><ms>`` atomically; return the path."""
+    def commit(self, prefix: str = F.BATCH_PREFIX, fsync: bool = True) -> Path:
+        """Rename the folder to ``<prefix><ms>`` atomically and return the new path. With
+        ``fsync`` (the default) the folder's files (already fsynced by their writers) and
+        entries are flushed to disk first, and the root after the rename."""
         os.unlink(self.path / F.OWNER_FILE)
-        for entry in os.scandir(self.path):
-            if entry.is_file():
-                fd = os.open(entry.path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        fsync_dir(self.path)
-        final = commit_rename(self.path, self.root, prefix)
+        if fsync:
+            for dirpath, _, _ in os.walk(self.path):
+                fsync_dir(Path(dirpath))
+        final = commit_rename(self.path, self.root, prefix, fsync=fsync)
         self._release_owner()
         self.path = final
         return final
 
 
-def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX) -> Path:
+def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX, fsync: bool = True) -> Path:
     """Rename ``src`` to a fresh ``root/<prefix><ms>`` under the root lock; fsync the root."""
     lock_path = root / F.LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -114,7 +111,8 @@ def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX) -> Path:
         os.pwrite(fd, data.ljust(24), 0)
     finally:
         os.close(fd)  # drops the flock
-    fsync_dir(root)
+    if fsync:
+        fsync_dir(root)
     return final
 
 

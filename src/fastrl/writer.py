@@ -76,6 +76,9 @@ class BatchWriter:
         the plain format). See docs/FORMAT.md.
     compression_level : codec level (zstd default 3, gzip default 6).
     checksum : compute a CRC32 per column file while writing and store it in meta.json.
+    fsync : flush every file and folder to disk before the commit (default). A killed process
+        never leaves a complete-looking batch either way; ``fsync=False`` gives up only the
+        guarantee across a power loss or OS crash, for speed (writes then stay in the page cache).
     meta : extra JSON-serializable user metadata, stored under ``"user"`` in meta.json.
     threads : kernel threads (default: ``FASTRL_NUM_THREADS``/``OMP_NUM_THREADS``/available CPUs).
 
@@ -88,7 +91,8 @@ class BatchWriter:
                  obs_dim: int | None = None, spec=None, mask_pad: int | None = None,
                  flush_bytes: int = F.DEFAULT_FLUSH_BYTES, shard_bytes: int | None = None,
                  compression=None, compression_level: int | None = None,
-                 checksum: bool = True, meta: dict | None = None, threads: int | None = None):
+                 checksum: bool = True, fsync: bool = True, meta: dict | None = None,
+                 threads: int | None = None):
         self.root = Path(root)
         self._spec = spec
         if spec is not None:
@@ -119,6 +123,7 @@ class BatchWriter:
         self.flush_bytes = int(flush_bytes)
         self.shard_bytes = None if shard_bytes is None else int(shard_bytes)
         self._checksum = bool(checksum)
+        self._fsync = bool(fsync)
         self._user_meta = meta
         self._extra_meta = {}      # producer-specific keys (export: source, skipped)
         self._threads = threads
@@ -219,8 +224,8 @@ class BatchWriter:
                 self._current.finish(self._batch_meta())
             else:
                 self._finish_shard()
-                write_json(self._tmp.path / F.META_FILE, self._manifest())
-            self.path = self._tmp.commit()
+                write_json(self._tmp.path / F.META_FILE, self._manifest(), fsync=self._fsync)
+            self.path = self._tmp.commit(fsync=self._fsync)
             self._closed = True
             self._stager = self._current = None
             return self.path
@@ -360,7 +365,8 @@ class BatchWriter:
                            F.EPISODE_INDEX[0])
                   or (c == "values" and self.layout.has_values)
                   or (c == "logprobs" and self.layout.has_logprobs)}
-        self._current = ColumnSet(folder, self.layout, self._checksum, codecs, self._level)
+        self._current = ColumnSet(folder, self.layout, self._checksum, codecs, self._level,
+                                  fsync=self._fsync)
 
     def _finish_shard(self):
         cur = self._current
