@@ -93,6 +93,8 @@ def _column(steps, key, required=True):
 def _check_numbers(values, key, integer):
     """Name the first step whose ``key`` is not a number (JSON bools and strings refused)."""
     ok_types = (int,) if integer else (int, float)
+    if set(map(type, values)) <= set(ok_types):
+        return  # the common case, checked at C speed
     for t, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, ok_types):
             if integer and isinstance(v, float) and v.is_integer():
@@ -281,28 +283,48 @@ def _iter_task_episodes(path, start, end):
             yield i, _bad(f"not valid JSON ({str(exc)[:200]})")
 
 
-def _run_task(task, opts: _Options):
-    """Parse, check, encode and pack one task. Returns (cols, lengths, skipped); skipped entries
-    are (line-in-range, step, reason), line numbers relative to the task for .jsonl files."""
+_CHUNK_BYTES = 16 << 20  # worker results are shipped in packed chunks of about this size
+
+
+def _run_task(task, opts: _Options, writer=None):
+    """Parse, check, encode and pack one task. With ``writer`` (one process), episodes go
+    straight into the writer's buffers; otherwise (a worker) into packed chunks that are
+    returned. Returns (chunks, skipped, failed): chunks is a list of (cols, lengths); skipped
+    entries are (line-in-range, step, reason), line numbers relative to the task for .jsonl
+    files; failed is True when on_error="fail" stopped at the (single) skipped entry."""
     path, start, end = task
     spec, encoder = _worker_tools(opts)
-    lay = opts.layout
-    stager = Stager(lay, capacity=1024, spec=spec, threads=1)
+    if writer is not None:
+        stager, flush = writer._stager, writer._flush
+    else:
+        lay = opts.layout
+        stager = Stager(lay, capacity=max(1, _CHUNK_BYTES // lay.row_bytes()), spec=spec,
+                        threads=1)
+        chunks = []
+
+        def flush():
+            cols, lengths = stager.take()
+            chunks.append(({k: v.copy() for k, v in cols.items()}, list(lengths)))
+    use_states = spec is not None or encoder is not None
     skipped = []
     for ep_no, obj in _iter_task_episodes(path, start, end):
         try:
             if isinstance(obj, EpisodeError):
                 raise obj
-            kw = episode_fields(obj, use_states=spec is not None or encoder is not None,
-                                encoder=encoder)
+            kw = episode_fields(obj, use_states=use_states, encoder=encoder)
             ep, states = stager.prepare(ep_no, **kw)
+            if not stager.fits(ep.length):
+                flush()
             stager.put(ep, states, ep_no)
         except EpisodeError as exc:
             if opts.on_error == "fail":
-                return None, None, [(ep_no, exc.step, exc.reason)]
+                return [], [(ep_no, exc.step, exc.reason)], True
             skipped.append((ep_no, exc.step, exc.reason))
-    cols, lengths = stager.take()
-    return cols, lengths, skipped
+    if writer is not None:
+        return [], skipped, False
+    if stager.used:
+        flush()
+    return chunks, skipped, False
 
 
 class _LineCounter:
@@ -462,19 +484,19 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
                          compression=compression, compression_level=compression_level)
     with writer:
         writer._set_layout(layout)
-        for i, (task, result) in enumerate(_results(tasks, opts, workers)):
-            cols, lengths, bad = result
+        for i, (task, result) in enumerate(_results(tasks, opts, workers, writer)):
+            chunks, bad, failed = result
             path, start, _ = task
             base = lines.lines_before(path, start) if path.endswith(".jsonl") else 0
             for ep_no, step, reason in bad:
                 rec = {"file": path, "episode": base + ep_no, "step": step, "reason": reason}
-                if cols is None:  # on_error == "fail"
+                if failed:
                     raise EpisodeError(reason, episode=base + ep_no, step=step, source=path)
                 skipped.append(rec)
                 print(f"fastrl export: skipped {path}, episode {base + ep_no}"
                       + (f", step {step}" if step is not None else "") + f": {reason}",
                       file=sys.stderr)
-            if lengths:
+            for cols, lengths in chunks:
                 writer._append_packed(cols, lengths)
             bar.update(writer.transitions, writer.episodes, i + 1)
         if writer.episodes == 0:
@@ -506,11 +528,12 @@ def _fail_first(tasks, spec, enc_fn):
                                    source=path) from None
 
 
-def _results(tasks, opts, workers):
-    """Yield (task, result) in task order; at most 2*workers results held at once."""
+def _results(tasks, opts, workers, writer):
+    """Yield (task, result) in task order; at most 2*workers results held at once. One worker
+    runs in this process and packs straight into ``writer``."""
     if workers == 1:
         for t in tasks:
-            yield t, _run_task(t, opts)
+            yield t, _run_task(t, opts, writer)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending = []
