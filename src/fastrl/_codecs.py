@@ -11,6 +11,7 @@ into memory (not mapped); ``fastrl decompress`` turns such a batch back into the
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -103,8 +104,12 @@ def decode_column(folder: Path, entry: dict, dtype: np.dtype, shape: tuple,
     """Read a compressed column into memory as ``dtype`` with ``shape``; the decoded size must
     be exactly the shape's (a bomb or a truncated stream is an error, never a wrong answer)."""
     path = folder / entry["file"]
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    want = math.prod(int(x) for x in shape) * dtype.itemsize
     codec = entry["codec"]
+    raw = entry.get("rawBytes")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw != want:
+        raise BatchFormatError(f"{path.name}: codecs rawBytes {raw!r} does not match the "
+                               f"column's shape ({want} bytes)")
     try:
         if codec == "packbits":
             rows, width = shape

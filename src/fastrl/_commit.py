@@ -49,19 +49,63 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_owner_last(folder: Path) -> None:
+    """Delete ``folder`` with its ``.owner`` file last: a process killed half-way leaves a folder
+    that still has a free owner lock, which the next cleaner recognizes as abandoned."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    except OSError:
+        entries = []
+    for e in entries:
+        if e.name == F.OWNER_FILE:
+            continue
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
+    try:
+        os.unlink(folder / F.OWNER_FILE)
+    except OSError:
+        pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class TempFolder:
-    """A hidden temporary folder in ``root``, owned (flock) by this process until released."""
+    """A hidden temporary folder in ``root``, owned (flock) by this process until released.
+
+    The owner file is created under another name, locked, and only then renamed to ``.owner``,
+    so no cleaner can ever see an unlocked ``.owner`` in a live writer's folder. The lock fd is
+    close-on-exec; export workers are started with ``forkserver`` so they never inherit it.
+    """
 
     def __init__(self, root: Path, kind: str = "batch"):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"{F.TMP_PREFIX}{kind}-{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.path = self.root / name
+        self._owner_fd = None
         self.path.mkdir()
-        self._owner_fd = os.open(self.path / F.OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(self._owner_fd, f"{os.getpid()}\n".encode())
+        try:
+            pending = self.path / (F.OWNER_FILE + ".new")
+            self._owner_fd = os.open(pending, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                                     0o644)
+            if fcntl is not None:
+                fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(self._owner_fd, f"{os.getpid()}\n".encode())
+            os.rename(pending, self.path / F.OWNER_FILE)
+        except OSError as exc:
+            self._release_owner()
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise OSError(exc.errno, f"fastrl: cannot create a temporary folder in {self.root} "
+                          f"({exc.strerror or exc})") from exc
 
     def _release_owner(self):
         if self._owner_fd is not None:
@@ -70,18 +114,22 @@ class TempFolder:
 
     def discard(self) -> None:
         """Remove the folder and everything in it (abort)."""
+        _remove_owner_last(self.path)  # while still holding the lock
         self._release_owner()
-        shutil.rmtree(self.path, ignore_errors=True)
 
     def commit(self, prefix: str = F.BATCH_PREFIX, fsync: bool = True) -> Path:
         """Rename the folder to ``<prefix><ms>`` atomically and return the new path. With
         ``fsync`` (the default) the folder's files (already fsynced by their writers) and
-        entries are flushed to disk first, and the root after the rename."""
-        os.unlink(self.path / F.OWNER_FILE)
+        entries are flushed to disk first, and the root after the rename. The owner file goes
+        along (the lock follows the inode) and is removed from the committed folder last."""
         if fsync:
             for dirpath, _, _ in os.walk(self.path):
                 fsync_dir(Path(dirpath))
         final = commit_rename(self.path, self.root, prefix, fsync=fsync)
+        try:
+            os.unlink(final / F.OWNER_FILE)
+        except OSError:
+            pass
         self._release_owner()
         self.path = final
         return final
@@ -155,7 +203,7 @@ def clean_stale(root: Path) -> list[Path]:
     """Delete abandoned temporary folders in ``root``; return what was removed."""
     removed = []
     for p in stale_temp_folders(root):
-        shutil.rmtree(p, ignore_errors=True)
+        _remove_owner_last(p)
         if not p.exists():
             removed.append(p)
     return removed

@@ -73,7 +73,7 @@ def _vector(x, name, length, episode, *, kind):
             bad = int(np.argmax(arr > np.iinfo(np.int64).max))
             raise _err(f"{name} value {int(arr[bad])} does not fit int32", episode, bad)
         if arr.dtype.kind == "f":
-            big = np.abs(arr) > 2.0 ** 62
+            big = np.abs(arr.astype(np.float64)) > 2.0 ** 62
             if big.any():
                 bad = int(np.argmax(big))
                 raise _err(f"{name} value {arr[bad].item()!r} does not fit int32", episode, bad)
@@ -98,7 +98,8 @@ def _obs(obs, length, obs_dim, episode):
     if arr.shape[1] != obs_dim:
         raise _err(f"obs rows have {arr.shape[1]} values, expected obsDim={obs_dim}", episode)
     if arr.dtype not in _FLOAT_OBS:
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number)
+                                        or arr.dtype == np.bool_):
             raise _err(f"obs must be numbers, got dtype {arr.dtype}", episode)
         arr = arr.astype(np.float64)
     return np.ascontiguousarray(arr)
@@ -184,8 +185,9 @@ def _legal_slow(legal, length, episode):
         if a.ndim != 1:
             raise _err(f"legal must be a flat list of action ids, got shape {a.shape}", episode, t)
         if a.size and not np.issubdtype(a.dtype, np.integer):
-            if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.floor(a)) \
-                    and np.all(np.abs(a) < 2.0 ** 62):
+            a64 = a.astype(np.float64) if a.dtype.kind == "f" else a
+            if a.dtype.kind == "f" and np.all(np.isfinite(a64)) and np.all(a64 == np.floor(a64)) \
+                    and np.all(np.abs(a64) < 2.0 ** 62):
                 pass
             else:
                 raise _err(f"legal action ids must be integers, got {a.dtype}", episode, t)

@@ -41,6 +41,7 @@ REQUIRED_META_KEYS = ("count", "obsDim", "maskDim", "episodes", "steps", "create
 MAX_DIM = 1 << 24          # obsDim / maskDim / numActions
 MAX_COUNT = 1 << 40        # transitions in one batch
 INT32_MAX = (1 << 31) - 1
+MAX_FILE_BYTES = 1 << 50   # 1 PiB per column file: every offset and product stays in int64
 
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 

@@ -45,8 +45,8 @@ def info(path: str | os.PathLike) -> dict:
     """Summary of a batch (plain or sharded) a person wants: sizes, episode lengths, rewards,
     mask density, bytes on disk."""
     path = Path(path)
+    ds = open_dataset(path)  # checks meta.json (the manifest too) and every file
     meta = read_meta(path)
-    ds = open_dataset(path)
     lengths = np.concatenate([np.diff(np.asarray(b.episode_starts)) for b in ds.parts]) \
         if ds.parts else np.zeros(0)
     returns, rewards, truncated, density = [], [], 0, 0.0

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _format as F
 from .errors import BatchFormatError
-from .reader import Batch, EpisodeView, load_batch, read_meta
+from .reader import Batch, EpisodeView, load_batch, meta_problems, read_meta
 
 __all__ = ["open_dataset", "Dataset", "batch_parts"]
 
@@ -26,6 +26,9 @@ def batch_parts(path: Path) -> list[Path]:
     meta = read_meta(path)
     if meta.get("sharded") is not True:
         return [path]
+    probs = meta_problems(meta)
+    if probs:
+        raise BatchFormatError(f"{path}: " + "; ".join(probs))
     shards = meta.get("shards")
     if not isinstance(shards, list) or not shards:
         raise BatchFormatError(f"{path}/meta.json: sharded batch without a shard list")
@@ -36,21 +39,42 @@ def batch_parts(path: Path) -> list[Path]:
                 or not name.startswith("shard_"):
             raise BatchFormatError(f"{path}/meta.json: bad shard entry {s!r}")
         out.append(path / name)
+    if len(set(out)) != len(out):
+        raise BatchFormatError(f"{path}/meta.json: a shard is listed twice")
     return out
 
 
-def _expand(p: Path) -> list[Path]:
+def check_shard_chain(path: Path, batches: list) -> None:
+    """The opened shards of the sharded batch at ``path`` must be the manifest's, in order:
+    each shard's own ``shard`` record (index, first row, first episode) continues the previous
+    one and the totals equal the manifest's. A dropped, repeated or reordered entry is an
+    error, never fewer or shuffled transitions."""
+    manifest = read_meta(path)
+    rows = eps = 0
+    for k, b in enumerate(batches):
+        rec = b.meta.get("shard")
+        want = {"index": k, "firstRow": rows, "firstEpisode": eps}
+        if not isinstance(rec, dict) or any(rec.get(key) != v for key, v in want.items()):
+            raise BatchFormatError(f"{b.path}: shard record {rec!r} does not continue the "
+                                   f"manifest's chain (expected {want})")
+        rows += b.count
+        eps += b.num_episodes
+    if (rows, eps) != (manifest.get("count"), manifest.get("episodes")):
+        raise BatchFormatError(f"{path}: shards hold {rows} transitions / {eps} episodes, the "
+                               f"manifest says {manifest.get('count')} / "
+                               f"{manifest.get('episodes')}")
+
+
+def _expand(p: Path) -> list[tuple[Path, list[Path]]]:
+    """(batch folder, its parts) for a batch folder, or for every batch in a root."""
     if (p / F.META_FILE).exists():
-        return batch_parts(p)
+        return [(p, batch_parts(p))]
     if not p.is_dir():
         raise BatchFormatError(f"{p}: not a folder")
     batches = sorted(e.name for e in os.scandir(p)
                      if e.name.startswith(F.BATCH_PREFIX) and e.is_dir()
                      and os.path.exists(os.path.join(e.path, F.META_FILE)))
-    parts = []
-    for name in batches:
-        parts += batch_parts(p / name)
-    return parts
+    return [(p / name, batch_parts(p / name)) for name in batches]
 
 
 class Dataset:
@@ -63,6 +87,7 @@ class Dataset:
         self._root = root
         self.parts: list[Batch] = []
         self._paths: list[Path] = []
+        self._empty: set = set()
         self.row_starts = np.zeros(1, np.int64)
         self.episode_starts = np.zeros(1, np.int64)
         self.refresh()
@@ -70,21 +95,27 @@ class Dataset:
     def refresh(self) -> int:
         """Open parts that appeared since the last call (new batches in a root); return how many.
         Parts already open stay as they are."""
-        seen = set(self._paths)
-        new = []
+        seen = set(self._paths) | self._empty
+        opened = []
         for src in self._sources:
-            for p in _expand(src):
-                if p not in seen:
-                    new.append(p)
-                    seen.add(p)
-        for p in new:
-            b = load_batch(p)
+            for batch_path, parts in _expand(src):
+                if parts[0] in seen:
+                    continue
+                group = [load_batch(p) for p in parts]
+                if parts[0] != batch_path:
+                    check_shard_chain(batch_path, group)
+                opened += group
+                seen.update(parts)
+        new = [b.path for b in opened]
+        for b in opened:
+            p = b.path
             if self.parts and (b.obs_dim, b.mask_dim) != (self.parts[0].obs_dim,
                                                           self.parts[0].mask_dim):
                 raise BatchFormatError(f"{p}: obsDim/maskDim {b.obs_dim}/{b.mask_dim} differ "
                                        f"from {self._paths[0]} "
                                        f"({self.parts[0].obs_dim}/{self.parts[0].mask_dim})")
             if b.count == 0:
+                self._empty.add(p)
                 continue
             self.parts.append(b)
             self._paths.append(p)

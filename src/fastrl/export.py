@@ -72,6 +72,16 @@ def _bad(reason, step=None):
     return EpisodeError(reason, step=step)
 
 
+def _short(v) -> str:
+    """A short JSON rendering of a bad value for a message (safe on deeply nested values)."""
+    if isinstance(v, (list, dict)):
+        return f"a JSON {'list' if isinstance(v, list) else 'object'}"
+    try:
+        return json.dumps(v)[:40]
+    except (TypeError, ValueError, RecursionError):
+        return type(v).__name__
+
+
 def _column(steps, key, required=True):
     """[step[key] for step in steps], or None when no step has it; names the first bad step."""
     try:
@@ -100,7 +110,7 @@ def _check_numbers(values, key, integer):
             if integer and isinstance(v, float) and v.is_integer():
                 continue
             raise _bad(f"{key} must be {'an integer' if integer else 'a number'}, "
-                       f"got {json.dumps(v)[:40]}", t)
+                       f"got {_short(v)}", t)
 
 
 def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
@@ -112,7 +122,7 @@ def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
         steps = obj["steps"]
         truncated = obj.get("truncated", False)
         if not isinstance(truncated, bool):
-            raise _bad(f"'truncated' must be true or false, got {json.dumps(truncated)[:40]}")
+            raise _bad(f"'truncated' must be true or false, got {_short(truncated)}")
     else:
         steps = obj
     if not isinstance(steps, list):
@@ -355,40 +365,47 @@ class _LineCounter:
 
 def _discover_layout(tasks, spec, encoder, n_actions, mask_pad):
     """Fix obsDim, numActions, maskDim and the optional columns from the first usable episode
-    (and, when masks come as legal-id lists and ``n_actions`` is not given, a scan of all ids)."""
+    (and, when masks come as legal-id lists and ``n_actions`` is not given, a scan of all ids).
+    Returns (layout or None, first bad episode's EpisodeError naming its file, or None)."""
     use_states = spec is not None or encoder is not None
-    first = None
+    lines = _LineCounter()
+    first_bad = None
     for path, start, end in tasks:
-        for _, obj in _iter_task_episodes(path, start, end):
-            if isinstance(obj, EpisodeError):
-                continue
+        for ep_no, obj in _iter_task_episodes(path, start, end):
             try:
-                first = episode_fields(obj, use_states=use_states, encoder=encoder)
-            except EpisodeError:
+                if isinstance(obj, EpisodeError):
+                    raise obj
+                fields = episode_fields(obj, use_states=use_states, encoder=encoder)
+                obs_dim = spec.dim if spec is not None else len(fields["obs"][0])
+                if not 1 <= obs_dim <= F.MAX_DIM:
+                    raise _bad(f"obs rows have {obs_dim} values; obsDim must be in "
+                               f"[1, {F.MAX_DIM}]", 0)
+                width = None
+                if "mask" in fields:
+                    width = len(fields["mask"][0])
+                    if not 1 <= width <= F.MAX_DIM:
+                        raise _bad(f"mask has {width} entries; numActions must be in "
+                                   f"[1, {F.MAX_DIM}]", 0)
+            except EpisodeError as exc:
+                if first_bad is None:
+                    base = lines.lines_before(path, start) if path.endswith(".jsonl") else 0
+                    first_bad = EpisodeError(exc.reason, episode=base + ep_no, step=exc.step,
+                                             source=path)
                 continue
-            break
-        if first is not None:
-            break
-    if first is None:
-        return None
-    if spec is not None:
-        obs_dim = spec.dim
-    else:
-        obs_dim = int(np.shape(first["obs"])[1])
-    if n_actions is None:
-        if "mask" in first:
-            n_actions = len(first["mask"][0])
-        else:
-            n_actions = _scan_num_actions(tasks)
-            print(f"fastrl export: numActions not given; {n_actions} inferred from the largest "
-                  "legal id or action in the data (pass --num-actions to skip this scan)",
-                  file=sys.stderr)
-    if not 1 <= obs_dim <= F.MAX_DIM or not 1 <= n_actions <= F.MAX_DIM:
-        raise FastrlError(f"obsDim={obs_dim} / numActions={n_actions} out of range")
-    if mask_pad is not None and mask_pad < n_actions:
-        raise FastrlError(f"--mask-pad {mask_pad} is smaller than numActions={n_actions}")
-    return Layout(obs_dim, n_actions, mask_pad or n_actions, "values" in first,
-                  "logprobs" in first)
+            if n_actions is None:
+                if width is not None:
+                    n_actions = width
+                else:
+                    n_actions = _scan_num_actions(tasks)
+                    print(f"fastrl export: numActions not given; {n_actions} inferred from the "
+                          "largest legal id or action in the data (pass --num-actions to skip "
+                          "this scan)", file=sys.stderr)
+            if mask_pad is not None and mask_pad < n_actions:
+                raise FastrlError(f"--mask-pad {mask_pad} is smaller than numActions={n_actions}")
+            layout = Layout(obs_dim, n_actions, mask_pad or n_actions, "values" in fields,
+                            "logprobs" in fields)
+            return layout, first_bad
+    return None, first_bad
 
 
 def _scan_num_actions(tasks) -> int:
@@ -468,11 +485,12 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     if not files:
         raise FastrlError(f"no *.json or *.jsonl episode files in {episodes_dir}")
     tasks = _make_tasks(files)
-    layout = _discover_layout(tasks, spec, enc_fn, n_actions, mask_pad)
+    layout, first_bad = _discover_layout(tasks, spec, enc_fn, n_actions, mask_pad)
     if layout is None:
-        if on_error == "fail":
-            _fail_first(tasks, spec, enc_fn)
-        raise FastrlError(f"no valid episode in {episodes_dir}")
+        if on_error == "fail" and first_bad is not None:
+            raise first_bad
+        raise FastrlError(f"no valid episode in {episodes_dir}"
+                          + (f" (first problem: {first_bad})" if first_bad else ""))
     opts = _Options(layout, spec.to_json() if spec is not None else None, encoder, on_error)
     progress = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(progress, len(tasks))
@@ -512,20 +530,23 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
                         time.perf_counter() - t0)
 
 
-def _fail_first(tasks, spec, enc_fn):
-    """Raise the error of the first episode (used when none is valid, on_error='fail')."""
-    lines = _LineCounter()
-    use_states = spec is not None or enc_fn is not None
-    for path, start, end in tasks:
-        base = lines.lines_before(path, start) if path.endswith(".jsonl") else 0
-        for ep_no, obj in _iter_task_episodes(path, start, end):
-            try:
-                if isinstance(obj, EpisodeError):
-                    raise obj
-                episode_fields(obj, use_states=use_states, encoder=enc_fn)
-            except EpisodeError as exc:
-                raise EpisodeError(exc.reason, episode=base + ep_no, step=exc.step,
-                                   source=path) from None
+def _pool_context():
+    """Workers must not inherit the writer's lock fd (a forked child would keep the temporary
+    folder locked after the parent is killed): start them from a fresh forkserver process."""
+    import multiprocessing as mp
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _worker_init():
+    """Die with the parent (Linux): a killed export leaves no orphan workers behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _results(tasks, opts, workers, writer):
@@ -535,7 +556,8 @@ def _results(tasks, opts, workers, writer):
         for t in tasks:
             yield t, _run_task(t, opts, writer)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                             initializer=_worker_init) as pool:
         pending = []
         it = iter(tasks)
         for t in it:

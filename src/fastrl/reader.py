@@ -8,6 +8,7 @@ answer or an out-of-memory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from pathlib import Path
@@ -68,6 +69,12 @@ def meta_problems(meta: dict) -> list[str]:
                      f"({meta['count']})")
     if ok("numActions") and ok("maskDim") and meta["numActions"] > meta["maskDim"]:
         probs.append(f"meta.json: numActions ({meta['numActions']}) > maskDim ({meta['maskDim']})")
+    if ok("count") and ok("obsDim") and meta["count"] * meta["obsDim"] * 4 > F.MAX_FILE_BYTES:
+        probs.append(f"meta.json: count x obsDim x 4 = {meta['count'] * meta['obsDim'] * 4} "
+                     f"bytes, more than the {F.MAX_FILE_BYTES} supported per file")
+    if ok("count") and ok("maskDim") and meta["count"] * meta["maskDim"] > F.MAX_FILE_BYTES:
+        probs.append(f"meta.json: count x maskDim = {meta['count'] * meta['maskDim']} bytes, "
+                     f"more than the {F.MAX_FILE_BYTES} supported per file")
     if "createdAt" in meta and not isinstance(meta["createdAt"], str):
         probs.append("meta.json: createdAt must be an ISO-8601 string")
     if "formatVersion" in meta and meta["formatVersion"] != F.FORMAT_VERSION:
@@ -118,7 +125,7 @@ def size_problems(layout: dict, codecs: dict | None = None) -> list[str]:
                 probs.append(f"{codecs[name]['file']}: missing (column {name!r}, "
                              f"{codecs[name]['codec']})")
             continue
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(int(x) for x in shape) * dtype.itemsize  # Python ints: no wrap
         try:
             found = fpath.stat().st_size
         except FileNotFoundError:
@@ -145,7 +152,7 @@ def open_columns(layout: dict, codecs: dict, verify: bool = False) -> dict:
 
 
 def _map(fpath: Path, dtype, shape):
-    if int(np.prod(shape, dtype=np.int64)) == 0:
+    if math.prod(int(x) for x in shape) == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(fpath, dtype=dtype, mode="r", shape=shape)
 
@@ -331,7 +338,9 @@ def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
         raise BatchFormatError(f"{path}: not a folder")
     meta = read_meta(path)
     if meta.get("sharded") is True:
-        shards = [s.get("path") for s in meta.get("shards", []) if isinstance(s, dict)]
+        listed = meta.get("shards")
+        shards = [s.get("path") for s in listed if isinstance(s, dict)] \
+            if isinstance(listed, list) else []
         raise BatchFormatError(
             f"{path}: a sharded batch ({len(shards)} shards); open it with "
             f"fastrl.open_dataset({str(path)!r}), or load one shard with "

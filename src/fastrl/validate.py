@@ -61,17 +61,15 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     if probs:
         return probs
     if meta.get("sharded") is True:
-        return _sharded_problems(path, meta, check_data)
+        return _sharded_problems(path, meta, check_data) + _stale_problems(path.parent)
     layout = column_layout(meta, path)
     codecs = meta.get("codecs") or {}
     probs = size_problems(layout, codecs)
     if probs:
         return probs
     probs += checksum_problems(path, meta)
-    stale = _commit.stale_temp_folders(path.parent)
-    if stale:
-        probs.append(f"{path.parent}: {len(stale)} abandoned temporary folder(s) from crashed "
-                     f"writers (not part of any batch): {', '.join(p.name for p in stale[:3])}")
+    if not path.name.startswith("shard_"):
+        probs += _stale_problems(path.parent)
     if not check_data:
         return probs
     try:
@@ -80,6 +78,15 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     except (OSError, ValueError) as exc:
         probs.append(f"{path}: cannot read column data ({exc})")
     return probs
+
+
+def _stale_problems(root: Path) -> list[str]:
+    stale = _commit.stale_temp_folders(root)
+    if not stale:
+        return []
+    return [f"{root}: {len(stale)} abandoned temporary folder(s) from crashed writers (not part "
+            f"of any batch; the next BatchWriter in this root removes them): "
+            f"{', '.join(p.name for p in stale[:3])}"]
 
 
 def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:

@@ -134,6 +134,7 @@ class BatchWriter:
         self._done_rows = 0        # rows in finished shards
         self._done_episodes = 0
         self._pending_steps = []
+        self._final_counts = None
         self.path = None
         self._closed = False
         self.root.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,9 @@ class BatchWriter:
 
     @property
     def episodes(self) -> int:
-        """Episodes accepted so far."""
+        """Episodes accepted so far (after close: in the committed batch)."""
+        if self._final_counts is not None:
+            return self._final_counts[0]
         n = self._done_episodes
         if self._current is not None:
             n += len(self._current.lengths)
@@ -152,7 +155,9 @@ class BatchWriter:
 
     @property
     def transitions(self) -> int:
-        """Transitions accepted so far."""
+        """Transitions accepted so far (after close: in the committed batch)."""
+        if self._final_counts is not None:
+            return self._final_counts[1]
         n = self._done_rows + (self._current.count if self._current is not None else 0)
         return n + (self._stager.used if self._stager else 0)
 
@@ -218,6 +223,7 @@ class BatchWriter:
             if not self.episodes:
                 self._tmp.discard()
                 self._closed = True
+                self._final_counts = (0, 0)
                 return None
             self._flush()
             if self.shard_bytes is None:
@@ -225,10 +231,16 @@ class BatchWriter:
             else:
                 self._finish_shard()
                 write_json(self._tmp.path / F.META_FILE, self._manifest(), fsync=self._fsync)
+            self._final_counts = (self.episodes, self.transitions)
             self.path = self._tmp.commit(fsync=self._fsync)
             self._closed = True
             self._stager = self._current = None
             return self.path
+        except OSError as exc:
+            where = self._tmp.path
+            self.abort()
+            raise OSError(exc.errno, f"fastrl: committing the batch in {where} failed "
+                          f"({exc.strerror or exc}); the batch was discarded") from exc
         except BaseException:
             self.abort()
             raise
