@@ -1,0 +1,83 @@
+"""Fixtures of the benchmark suites: the session workload (quick by default, full with
+``FASTRL_BENCH_FULL=1``) and ``bench``, a thin wrapper around pytest-benchmark's ``pedantic`` that
+tags each benchmark with what ``ratios.py`` needs (group, key, items per call, bytes per call)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fastrl import _backend
+
+from . import _benchlib as B
+
+
+@pytest.fixture(scope="session")
+def sizes() -> B.Sizes:
+    return B.sizes()
+
+
+@pytest.fixture(scope="session")
+def wl(sizes):
+    """The session workload (built lazily, piece by piece, on first use)."""
+    w = B.workload(sizes.mode)
+    yield w
+    B.release(w)
+
+
+@pytest.fixture(scope="session")
+def quick_wl(wl):
+    """A quick-size workload whatever the mode (the regression guard's floors are quick-mode)."""
+    if wl.sizes.mode == "quick":
+        yield wl
+        return
+    w = B.workload("quick")
+    yield w
+    B.release(w)
+
+
+class Bench:
+    def __init__(self, benchmark, sizes: B.Sizes):
+        self._b = benchmark
+        self.sizes = sizes
+
+    def __call__(self, fn, *, group: str, key: str, items: int, unit: str, nbytes: int = 0,
+                 backend: str | None = None, setup=None, teardown=None, rounds: int | None = None,
+                 iterations: int = 1, slow: bool = False):
+        """Time ``fn()`` (under ``backend`` when given). ``items``/``unit``: work per call
+        (transitions, states, ...); ``nbytes``: bytes produced or consumed per call."""
+        b = self._b
+        b.group = group
+        b.extra_info.update(key=key, items=int(items), unit=unit, bytes=int(nbytes),
+                            mode=self.sizes.mode, backend=backend or _backend.BACKEND)
+        target = fn
+        if backend is not None:
+            def target():
+                with _backend.use(backend):
+                    return fn()
+        B.freeze_garbage_collector()
+        sz = self.sizes
+        warmup = sz.warmup
+        if rounds is None:
+            rounds = sz.slow_rounds if slow else sz.rounds
+            if sz.budget and warmup:
+                # Time the warm-up round: cheap benchmarks get more rounds (up to max_rounds)
+                # within the budget, so their min and median resist a noisy machine.
+                if setup:
+                    setup()
+                t0 = time.perf_counter()
+                for _ in range(iterations):
+                    target()
+                dt = time.perf_counter() - t0
+                if teardown:
+                    teardown()
+                warmup -= 1
+                rounds = max(rounds, min(sz.max_rounds, int(sz.budget / max(dt, 1e-9))))
+        return b.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
+                          warmup_rounds=warmup, iterations=iterations)
+
+
+@pytest.fixture
+def bench(benchmark, sizes) -> Bench:
+    return Bench(benchmark, sizes)

@@ -1,0 +1,95 @@
+"""Group ``writer``: BatchWriter end to end (episodes in RAM -> committed batch folder: checks,
+packing, CRC32, files, fsync, meta.json, atomic rename) beside raw ``ndarray.tofile`` of the five
+packed columns (with and without fsync), ``np.savez``, ``np.savez_compressed`` (a subset: it is
+slow; throughput is per transition) and h5py when installed."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from . import _benchlib as B
+
+pytestmark = pytest.mark.bench
+
+
+@pytest.fixture
+def out_dir(wl):
+    d = wl.workdir / "writer-out"
+    shutil.rmtree(d, ignore_errors=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _clean(d):
+    return lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", B.backends())
+def test_writer(bench, wl, out_dir, backend):
+    """Legal ids given as (ids, offsets) arrays per episode."""
+    eps = wl.raw_episodes
+    bench(lambda: B.write_batch(out_dir, eps), group="writer", key=f"writer:{backend}:arrays",
+          items=wl.n, unit="transitions", nbytes=wl.n * B.ROW_BYTES, backend=backend,
+          teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_no_fsync(bench, wl, out_dir):
+    """BatchWriter(fsync=False): the same work without waiting for the disk (compare with
+    tofile without fsync)."""
+    if not B.writer_supports("fsync"):
+        pytest.skip("this BatchWriter has no fsync option")
+    eps = wl.raw_episodes
+    bench(lambda: B.write_batch(out_dir, eps, fsync=False), group="writer",
+          key="writer:nofsync", items=wl.n, unit="transitions", nbytes=wl.n * B.ROW_BYTES,
+          teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_legal_lists(bench, wl, out_dir):
+    """Legal ids given as one Python list per step (the README's plainest form)."""
+    eps = wl.raw_episodes_lists
+    bench(lambda: B.write_batch(out_dir, eps), group="writer", key="writer:lists", items=wl.n,
+          unit="transitions", nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+
+
+@pytest.mark.parametrize("fsync", (False, True), ids=("tofile", "tofile+fsync"))
+def test_writer_tofile(bench, wl, out_dir, fsync):
+    cols = wl.packed
+    bench(lambda: B.tofile_columns(out_dir, cols, fsync=fsync), group="writer",
+          key="writer:tofile_fsync" if fsync else "writer:tofile", items=wl.n,
+          unit="transitions", nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_savez(bench, wl, out_dir):
+    cols = {k: wl.packed[k] for k in B.FIVE}
+
+    def run():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "batch.npz", **cols)
+
+    bench(run, group="writer", key="writer:savez", items=wl.n, unit="transitions",
+          nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_savez_compressed(bench, wl, out_dir):
+    rows = min(wl.sizes.savez_compressed_rows, wl.n)
+    cols = {k: wl.packed[k][:rows] for k in B.FIVE}
+
+    def run():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out_dir / "batch.npz", **cols)
+
+    bench(run, group="writer", key="writer:savez_compressed", items=rows, unit="transitions",
+          nbytes=rows * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_h5py(bench, wl, out_dir):
+    pytest.importorskip("h5py")
+    cols = wl.packed
+
+    def run():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        B.h5py_write(out_dir / "batch.h5", cols)
+
+    bench(run, group="writer", key="writer:h5py", items=wl.n, unit="transitions",
+          nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
