@@ -45,16 +45,36 @@ def _check_out(cols: dict, rows_needed: int, n_actions: int):
 
 
 def pack(episodes: list[Episode], cols: dict, row0: int, n_actions: int, *, episode_base: int = 0,
-         threads: int | None = None, impl=None) -> int:
+         threads: int | None = None, impl=None, trusted: bool = False) -> int:
     """Pack checked episodes into rows ``row0 ..`` of ``cols``; return the number of rows written.
 
     ``episode_base`` is added to the episode index in error messages. ``impl`` overrides the
     active kernel module (differential tests). Raises EpisodeError for the first bad value.
+    ``trusted``: the caller guarantees what the checks below re-verify (``Stager``: episodes
+    from ``normalize_episode`` with the stager's own dims, buffers from ``allocate_columns``
+    with room for them); only the row bound is checked then.
     """
     total = sum(ep.length for ep in episodes)
     if row0 < 0:
         raise ValueError("row0 must be >= 0")
-    _check_out(cols, row0 + total, n_actions)
+    if trusted:
+        if len(cols["dones"]) < row0 + total:
+            raise ValueError("output columns too short")
+    else:
+        _check_episodes(episodes, cols, row0 + total, n_actions, episode_base)
+    nthreads = num_threads(threads) if total >= _PARALLEL_MIN_ROWS else 1
+    mod = impl if impl is not None else _backend.kernel("pack")
+    e, code, step, col = mod.pack_episodes(
+        list(episodes), cols["obs"], cols["actions"], cols["rewards"], cols["masks"],
+        cols["dones"], cols.get("truncated"), cols.get("values"), cols.get("logprobs"),
+        int(row0), int(n_actions), int(nthreads))
+    if e >= 0:
+        raise step_error(episodes[e], episode_base + e, code, step, col, n_actions)
+    return total
+
+
+def _check_episodes(episodes, cols, rows_needed, n_actions, episode_base):
+    _check_out(cols, rows_needed, n_actions)
     obs_dim, mask_dim = cols["obs"].shape[1], cols["masks"].shape[1]
     for i, ep in enumerate(episodes):
         # The kernel trusts these; normalize_episode guarantees them, re-check cheaply anyway.
@@ -72,12 +92,3 @@ def pack(episodes: list[Episode], cols: dict, row0: int, n_actions: int, *, epis
         if (ep.values is None) != ("values" not in cols) or \
                 (ep.logprobs is None) != ("logprobs" not in cols):
             raise ValueError(f"episode {episode_base + i}: values/logprobs columns disagree")
-    nthreads = num_threads(threads) if total >= _PARALLEL_MIN_ROWS else 1
-    mod = impl if impl is not None else _backend.kernel("pack")
-    e, code, step, col = mod.pack_episodes(
-        list(episodes), cols["obs"], cols["actions"], cols["rewards"], cols["masks"],
-        cols["dones"], cols.get("truncated"), cols.get("values"), cols.get("logprobs"),
-        int(row0), int(n_actions), int(nthreads))
-    if e >= 0:
-        raise step_error(episodes[e], episode_base + e, code, step, col, n_actions)
-    return total

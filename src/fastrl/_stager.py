@@ -86,7 +86,7 @@ class Stager:
                 raise EpisodeError(f"state field {exc.field!r}: {exc.reason}",
                                    episode=episode_index, step=exc.row) from None
         pack([ep], self.cols, r0, self.layout.n_actions, episode_base=episode_index,
-             threads=self.threads)
+             threads=self.threads, trusted=True)
         self.used = need
         self.lengths.append(ep.length)
 

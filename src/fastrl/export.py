@@ -305,7 +305,7 @@ def _run_task(task, opts: _Options, writer=None):
     path, start, end = task
     spec, encoder = _worker_tools(opts)
     if writer is not None:
-        stager, flush = writer._stager, writer._flush
+        stager = writer._stager
     else:
         lay = opts.layout
         stager = Stager(lay, capacity=max(1, _CHUNK_BYTES // lay.row_bytes()), spec=spec,
@@ -323,6 +323,10 @@ def _run_task(task, opts: _Options, writer=None):
                 raise obj
             kw = episode_fields(obj, use_states=use_states, encoder=encoder)
             ep, states = stager.prepare(ep_no, **kw)
+            if writer is not None:
+                writer._put_prepared(ep, states, ep_no)
+                stager = writer._stager
+                continue
             if not stager.fits(ep.length):
                 flush()
             stager.put(ep, states, ep_no)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,10 @@ class BatchWriter:
         self._done_rows = 0        # rows in finished shards
         self._done_episodes = 0
         self._pending_steps = []
-        self._final_counts = None
+        self._accepted = (0, 0)    # (episodes, transitions), counted by the caller's thread
+        self._executor = None      # one background thread: file writes, CRCs, shard cuts
+        self._pending = None       # (future, buffer) of the write in flight
+        self._spare = None         # a staging buffer whose write has finished, for reuse
         self.path = None
         self._closed = False
         self.root.mkdir(parents=True, exist_ok=True)
@@ -146,20 +150,12 @@ class BatchWriter:
     @property
     def episodes(self) -> int:
         """Episodes accepted so far (after close: in the committed batch)."""
-        if self._final_counts is not None:
-            return self._final_counts[0]
-        n = self._done_episodes
-        if self._current is not None:
-            n += len(self._current.lengths)
-        return n + (len(self._stager.lengths) if self._stager else 0)
+        return self._accepted[0]
 
     @property
     def transitions(self) -> int:
         """Transitions accepted so far (after close: in the committed batch)."""
-        if self._final_counts is not None:
-            return self._final_counts[1]
-        n = self._done_rows + (self._current.count if self._current is not None else 0)
-        return n + (self._stager.used if self._stager else 0)
+        return self._accepted[1]
 
     def add_episode(self, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,
                     logprobs=None, truncated: bool = False, states=None) -> None:
@@ -223,18 +219,18 @@ class BatchWriter:
             if not self.episodes:
                 self._tmp.discard()
                 self._closed = True
-                self._final_counts = (0, 0)
                 return None
             self._flush()
+            self._join()
             if self.shard_bytes is None:
                 self._current.finish(self._batch_meta())
             else:
                 self._finish_shard()
                 write_json(self._tmp.path / F.META_FILE, self._manifest(), fsync=self._fsync)
-            self._final_counts = (self.episodes, self.transitions)
             self.path = self._tmp.commit(fsync=self._fsync)
             self._closed = True
-            self._stager = self._current = None
+            self._stager = self._current = self._spare = None
+            self._stop_thread()
             return self.path
         except OSError as exc:
             where = self._tmp.path
@@ -250,10 +246,22 @@ class BatchWriter:
         if self._closed:
             return
         self._closed = True
+        if self._pending is not None:  # let the write in flight end before deleting its files
+            try:
+                self._pending[0].result()
+            except BaseException:
+                pass
+            self._pending = None
+        self._stop_thread()
         if self._current is not None:
             self._current.discard()
         self._tmp.discard()
-        self._stager = self._current = None
+        self._stager = self._current = self._spare = None
+
+    def _stop_thread(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def __enter__(self):
         return self
@@ -318,54 +326,89 @@ class BatchWriter:
         ep, st = self._stager.prepare(episode, obs=obs, actions=actions, rewards=rewards,
                                       mask=mask, legal=legal, values=values, logprobs=logprobs,
                                       truncated=truncated, states=states)
+        self._put_prepared(ep, st, episode)
+
+    def _put_prepared(self, ep, states, episode: int) -> None:
+        """Pack one episode checked by ``self._stager.prepare`` (flushing first if it is full)."""
         if not self._stager.fits(ep.length):
             self._flush()
-        self._stager.put(ep, st, episode)
+        self._stager.put(ep, states, episode)
+        self._accepted = (self._accepted[0] + 1, self._accepted[1] + ep.length)
 
     def _append_packed(self, cols: dict, lengths) -> None:
-        """Append rows packed elsewhere (export workers) after everything added so far."""
+        """Append rows packed elsewhere (export workers) after everything added so far. The
+        arrays must not change until the writer is closed or the next append."""
         self._check_open()
         self._flush()
-        self._write(cols, list(lengths))
+        lengths = list(lengths)
+        self._submit(cols, lengths, None)
+        self._accepted = (self._accepted[0] + len(lengths), self._accepted[1] + sum(lengths))
 
     def _flush(self):
+        """Hand the filled staging buffer to the background thread and continue packing into
+        the other one (double buffering: packing overlaps file writes and CRCs)."""
         if self._stager is not None and self._stager.used:
+            buffer = self._stager.cols
             cols, lengths = self._stager.take()
-            self._write(cols, list(lengths))
+            self._stager.cols = None
+            self._submit(cols, list(lengths), buffer)
+            if self._spare is not None and self._stager is not None:
+                self._stager.cols, self._spare = self._spare, None
 
-    def _write(self, cols, lengths):
-        """Append whole episodes to the open folder, starting new shards at episode ends."""
+    def _submit(self, cols, lengths, buffer):
+        self._join()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrl-write")
+        self._pending = (self._executor.submit(self._write, cols, lengths), buffer)
+
+    def _join(self):
+        """Wait for the write in flight; a failure discards the batch and is raised here."""
+        if self._pending is None:
+            return
+        future, buffer = self._pending
+        self._pending = None
         try:
-            row, i = 0, 0
-            while i < len(lengths):
-                if self._current is None:
-                    self._open_folder()
-                j = i
-                if self.shard_bytes is None:
-                    j = len(lengths)
-                else:
-                    room = self.shard_bytes - self._current.nbytes
-                    per = self.layout.row_bytes()
-                    used = 0
-                    while j < len(lengths) and (used + lengths[j]) * per <= room:
-                        used += lengths[j]
-                        j += 1
-                    if j == i:
-                        if self._current.count:  # shard full: close it, retry in a new one
-                            self._finish_shard()
-                            continue
-                        j = i + 1  # one episode larger than a shard gets a shard of its own
-                rows = int(sum(lengths[i:j]))
-                self._current.append({k: v[row:row + rows] for k, v in cols.items()},
-                                     lengths[i:j])
-                row += rows
-                i = j
+            future.result()
         except OSError as exc:
             # A partial write (disk full, IO error) cannot be undone: drop the whole batch.
             where = self._tmp.path
             self.abort()
             raise OSError(exc.errno, f"fastrl: writing the batch in {where} failed "
                           f"({exc.strerror or exc}); the batch was discarded") from exc
+        except BaseException:
+            self.abort()
+            raise
+        if buffer is not None and self._stager is not None \
+                and len(buffer["dones"]) == self._stager.capacity:
+            self._spare = buffer
+
+    def _write(self, cols, lengths):
+        """Append whole episodes to the open folder, starting new shards at episode ends.
+        Runs on the background thread; errors surface through :meth:`_join`."""
+        row, i = 0, 0
+        while i < len(lengths):
+            if self._current is None:
+                self._open_folder()
+            j = i
+            if self.shard_bytes is None:
+                j = len(lengths)
+            else:
+                room = self.shard_bytes - self._current.nbytes
+                per = self.layout.row_bytes()
+                used = 0
+                while j < len(lengths) and (used + lengths[j]) * per <= room:
+                    used += lengths[j]
+                    j += 1
+                if j == i:
+                    if self._current.count:  # shard full: close it, retry in a new one
+                        self._finish_shard()
+                        continue
+                    j = i + 1  # one episode larger than a shard gets a shard of its own
+            rows = int(sum(lengths[i:j]))
+            self._current.append({k: v[row:row + rows] for k, v in cols.items()},
+                                 lengths[i:j])
+            row += rows
+            i = j
 
     def _open_folder(self):
         if self.shard_bytes is None:
