@@ -500,13 +500,26 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     bar = _Progress(progress, len(tasks))
     lines = _LineCounter()
     skipped = []
+    pool = _start_pool(workers) if workers > 1 else None
+    try:
+        return _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder,
+                       on_error, t0, out_root, layout, spec, mask_pad, checksum, flush_bytes,
+                       shard_bytes, compression, compression_level)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder, on_error, t0,
+            out_root, layout, spec, mask_pad, checksum, flush_bytes, shard_bytes, compression,
+            compression_level):
     writer = BatchWriter(out_root, n_actions=layout.n_actions, obs_dim=layout.obs_dim,
                          spec=spec, mask_pad=mask_pad, checksum=checksum,
                          flush_bytes=flush_bytes, shard_bytes=shard_bytes,
                          compression=compression, compression_level=compression_level)
     with writer:
         writer._set_layout(layout)
-        for i, (task, result) in enumerate(_results(tasks, opts, workers, writer)):
+        for i, (task, result) in enumerate(_results(tasks, opts, pool, writer)):
             chunks, bad, failed = result
             path, start, _ = task
             base = lines.lines_before(path, start) if path.endswith(".jsonl") else 0
@@ -534,12 +547,20 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
                         time.perf_counter() - t0)
 
 
-def _pool_context():
-    """Workers must not inherit the writer's lock fd (a forked child would keep the temporary
-    folder locked after the parent is killed): start them from a fresh forkserver process."""
+def _start_pool(workers: int):
+    """A process pool whose workers all exist before the writer takes its lock, so none of them
+    inherits it (a forked child of a killed export would otherwise keep the temporary folder
+    locked). Linux: fork (no ``if __name__ == "__main__"`` guard needed in user scripts), every
+    worker started now; elsewhere: the platform's default start method."""
     import multiprocessing as mp
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+    list(pool.map(_noop, range(workers)))  # start every worker now
+    return pool
+
+
+def _noop(_):
+    return None
 
 
 def _worker_init():
@@ -553,28 +574,27 @@ def _worker_init():
             pass
 
 
-def _results(tasks, opts, workers, writer):
-    """Yield (task, result) in task order; at most 2*workers results held at once. One worker
-    runs in this process and packs straight into ``writer``."""
-    if workers == 1:
+def _results(tasks, opts, pool, writer):
+    """Yield (task, result) in task order; at most 2*workers results held at once. Without a
+    pool, tasks run in this process and pack straight into ``writer``."""
+    if pool is None:
         for t in tasks:
             yield t, _run_task(t, opts, writer)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
-                             initializer=_worker_init) as pool:
-        pending = []
-        it = iter(tasks)
-        for t in it:
-            pending.append((t, pool.submit(_run_task, t, opts)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            t, fut = pending.pop(0)
-            res = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_run_task, nxt, opts)))
-            yield t, res
+    window = 2 * pool._max_workers
+    pending = []
+    it = iter(tasks)
+    for t in it:
+        pending.append((t, pool.submit(_run_task, t, opts)))
+        if len(pending) >= window:
+            break
+    while pending:
+        t, fut = pending.pop(0)
+        res = fut.result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(_run_task, nxt, opts)))
+        yield t, res
 
 
 # -- command line ---------------------------------------------------------------------------------
