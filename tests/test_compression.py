@@ -68,7 +68,7 @@ def test_sizes_shrink_and_meta(tmp_path, eps):
     assert "masks.bits.bin" in meta["checksums"] and "masks.uint8.bin" not in meta["checksums"]
     assert (packed / "dones.uint8.bin.gz").exists()
     b = fastrl.load_batch(packed, verify=True)
-    assert not isinstance(b.masks, np.memmap)
+    assert not isinstance(b.masks.base, np.memmap)
     assert np.array_equal(b.masks, fastrl.load_batch(plain).masks)
 
 

@@ -77,7 +77,7 @@ def _set_meta(path, meta):
 def test_load_batch_api(batch):
     b = fastrl.load_batch(batch)
     assert len(b) == b.count == sum(5 + i for i in range(8)) and b.num_episodes == 8
-    assert isinstance(b.obs, np.memmap) and not b.obs.flags.writeable
+    assert isinstance(b.obs.base, np.memmap) and not b.obs.flags.writeable
     eps = list(b.episodes())
     assert [len(e) for e in eps] == [5 + i for i in range(8)]
     assert b.episode(-1).index == 7

@@ -114,4 +114,4 @@ def test_d3rlpy_arrays_terminals_and_timeouts(tmp_path, rng):
     arr = d3rlpy_arrays(w.path)
     assert arr["terminals"].tolist() == [0, 0, 1, 0, 0]
     assert arr["timeouts"].tolist() == [0, 0, 0, 0, 1]
-    assert isinstance(arr["observations"], np.memmap)  # no copy of the big column
+    assert isinstance(arr["observations"].base, np.memmap)  # no copy of the big column

@@ -152,9 +152,11 @@ def open_columns(layout: dict, codecs: dict, verify: bool = False) -> dict:
 
 
 def _map(fpath: Path, dtype, shape):
+    """A read-only array mapped from ``fpath``. A plain ndarray view of the np.memmap (which it
+    keeps alive): slicing it costs what slicing an in-RAM array costs."""
     if math.prod(int(x) for x in shape) == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(fpath, dtype=dtype, mode="r", shape=shape)
+    return np.memmap(fpath, dtype=dtype, mode="r", shape=shape).view(np.ndarray)
 
 
 class EpisodeView:
@@ -190,7 +192,8 @@ class EpisodeView:
 
 
 class Batch:
-    """A batch opened by :func:`load_batch`. Columns are read-only ``np.memmap`` arrays:
+    """A batch opened by :func:`load_batch`. Columns are read-only arrays memory-mapped from the
+    files (compressed columns: decoded in memory):
     ``obs`` (count, obsDim) float32, ``actions`` (count,) int32, ``rewards`` (count,) float32,
     ``masks`` (count, maskDim) uint8, ``dones`` (count,) uint8; ``values``, ``logprobs`` (float32)
     and ``truncated`` (uint8) or None when absent; ``episode_starts`` (episodes + 1,) int64 row
