@@ -1,7 +1,8 @@
 """Command line: ``fastrl <command>`` (also ``python -m fastrl``).
 
-Commands: export, validate, info, to-npz, bot, demo. Each command module registers its own
-sub-parser with ``register(subparsers)`` and sets ``func(args) -> exit code``.
+Commands: export, validate, info, to-npz, upload, ls, fetch, clean-remote, bot, demo. Each
+command module registers its own sub-parser with ``register(subparsers)`` and sets
+``func(args) -> exit code``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 from . import __version__, _backend
 
 # Modules that contribute sub-commands, in the order `fastrl --help` lists them.
-_COMMAND_MODULES = ("fastrl.export", "fastrl.cli", "fastrl.bot", "fastrl.demo")
+_COMMAND_MODULES = ("fastrl.export", "fastrl.cli", "fastrl.storage", "fastrl.bot",
+                    "fastrl.demo")
 
 
 def _cmd_validate(args) -> int:

@@ -600,6 +600,13 @@ def _results(tasks, opts, pool, writer):
 # -- command line ---------------------------------------------------------------------------------
 
 def _cmd_export(args) -> int:
+    if args.ray:
+        try:
+            from .ray import cmd_export_ray
+        except ImportError as exc:
+            print(f"fastrl export --ray: {exc}", file=sys.stderr)
+            return 1
+        return cmd_export_ray(args)
     res = export_episodes(args.episodes_dir, args.out, spec=args.spec, encoder=args.encoder,
                           n_actions=args.num_actions, mask_pad=args.mask_pad,
                           workers=args.workers, on_error=args.on_error,
@@ -673,4 +680,10 @@ def register(sub) -> None:
     p.add_argument("--pack-masks", action="store_true",
                    help="store masks bit-packed (np.packbits, 8 actions per byte)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--ray", action="store_true",
+                   help='spread the export over Ray tasks (pip install "fastrl[ray]"; joins '
+                        "RAY_ADDRESS, else starts a local Ray): one sharded batch with the same "
+                        "transitions")
+    p.add_argument("--ray-tasks", type=_positive_int, metavar="N",
+                   help="with --ray: number of Ray tasks (default: the cluster's CPUs)")
     p.set_defaults(func=_cmd_export)
