@@ -196,6 +196,33 @@ class _Options:
     spec_json: str | None
     encoder: str | None
     on_error: str
+    spill_dir: str | None = None  # workers hand packed chunks over as files here
+
+
+def _spill(cols: dict, spill_dir: str) -> tuple:
+    """Write a worker's packed chunk to one file (no pickling of big arrays through pipes);
+    return what the parent needs to map it back."""
+    _spill.counter = getattr(_spill, "counter", 0) + 1
+    path = os.path.join(spill_dir, f"{os.getpid()}-{_spill.counter}.chunk")
+    layout = []
+    with open(path, "wb") as f:
+        for name, arr in cols.items():
+            f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            layout.append((name, arr.dtype.str, arr.shape))
+    return path, layout
+
+
+def _unspill(path: str, layout) -> dict:
+    """Views of a spilled chunk, mapped read-only from its file."""
+    total = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for _, dt, shape in layout)
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(total,)) if total else \
+        np.zeros(0, np.uint8)
+    cols, off = {}, 0
+    for name, dt, shape in layout:
+        n = int(np.prod(shape)) * np.dtype(dt).itemsize
+        cols[name] = mm[off:off + n].view(dt).reshape(shape)
+        off += n
+    return cols
 
 
 def load_spec(spec):
@@ -314,7 +341,10 @@ def _run_task(task, opts: _Options, writer=None):
 
         def flush():
             cols, lengths = stager.take()
-            chunks.append(({k: v.copy() for k, v in cols.items()}, list(lengths)))
+            if opts.spill_dir is not None:
+                chunks.append((_spill(cols, opts.spill_dir), list(lengths)))
+            else:
+                chunks.append(({k: v.copy() for k, v in cols.items()}, list(lengths)))
     use_states = spec is not None or encoder is not None
     skipped = []
     for ep_no, obj in _iter_task_episodes(path, start, end):
@@ -519,6 +549,8 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
                          compression=compression, compression_level=compression_level)
     with writer:
         writer._set_layout(layout)
+        if pool is not None:
+            opts.spill_dir = writer._scratch_dir()
         for i, (task, result) in enumerate(_results(tasks, opts, pool, writer)):
             chunks, bad, failed = result
             path, start, _ = task
@@ -532,7 +564,12 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
                       + (f", step {step}" if step is not None else "") + f": {reason}",
                       file=sys.stderr)
             for cols, lengths in chunks:
-                writer._append_packed(cols, lengths)
+                if isinstance(cols, tuple):  # spilled to a file by a worker
+                    spill_path, layout = cols
+                    writer._append_packed(_unspill(spill_path, layout), lengths,
+                                          release=lambda p=spill_path: os.unlink(p))
+                else:
+                    writer._append_packed(cols, lengths)
             bar.update(writer.transitions, writer.episodes, i + 1)
         if writer.episodes == 0:
             raise FastrlError(f"every episode in {episodes_dir} was skipped; nothing exported")

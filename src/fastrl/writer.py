@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -222,6 +223,7 @@ class BatchWriter:
                 return None
             self._flush()
             self._join()
+            shutil.rmtree(self._tmp.path / ".scratch", ignore_errors=True)
             if self.shard_bytes is None:
                 self._current.finish(self._batch_meta())
             else:
@@ -249,6 +251,8 @@ class BatchWriter:
         if self._pending is not None:  # let the write in flight end before deleting its files
             try:
                 self._pending[0].result()
+                if self._pending[2] is not None:
+                    self._pending[2]()
             except BaseException:
                 pass
             self._pending = None
@@ -335,13 +339,13 @@ class BatchWriter:
         self._stager.put(ep, states, episode)
         self._accepted = (self._accepted[0] + 1, self._accepted[1] + ep.length)
 
-    def _append_packed(self, cols: dict, lengths) -> None:
+    def _append_packed(self, cols: dict, lengths, release=None) -> None:
         """Append rows packed elsewhere (export workers) after everything added so far. The
-        arrays must not change until the writer is closed or the next append."""
+        arrays must not change until ``release()`` is called (once they are written)."""
         self._check_open()
         self._flush()
         lengths = list(lengths)
-        self._submit(cols, lengths, None)
+        self._submit(cols, lengths, None, release)
         self._accepted = (self._accepted[0] + len(lengths), self._accepted[1] + sum(lengths))
 
     def _flush(self):
@@ -355,20 +359,31 @@ class BatchWriter:
             if self._spare is not None and self._stager is not None:
                 self._stager.cols, self._spare = self._spare, None
 
-    def _submit(self, cols, lengths, buffer):
+    def _scratch_dir(self) -> str:
+        """A folder inside the temporary batch folder for export workers' chunk files; it goes
+        with the batch on abort and is removed before the commit."""
+        d = self._tmp.path / ".scratch"
+        d.mkdir(exist_ok=True)
+        return str(d)
+
+    def _submit(self, cols, lengths, buffer, release=None):
         self._join()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrl-write")
-        self._pending = (self._executor.submit(self._write, cols, lengths), buffer)
+        self._pending = (self._executor.submit(self._write, cols, lengths), buffer, release)
 
     def _join(self):
         """Wait for the write in flight; a failure discards the batch and is raised here."""
         if self._pending is None:
             return
-        future, buffer = self._pending
+        future, buffer, release = self._pending
         self._pending = None
         try:
-            future.result()
+            try:
+                future.result()
+            finally:
+                if release is not None:
+                    release()
         except OSError as exc:
             # A partial write (disk full, IO error) cannot be undone: drop the whole batch.
             where = self._tmp.path
