@@ -83,7 +83,7 @@ class TempFolder:
 
     The owner file is created under another name, locked, and only then renamed to ``.owner``,
     so no cleaner can ever see an unlocked ``.owner`` in a live writer's folder. The lock fd is
-    close-on-exec; export workers are started with ``forkserver`` so they never inherit it.
+    close-on-exec; export starts its worker processes before the lock exists, so none inherits it.
     """
 
     def __init__(self, root: Path, kind: str = "batch"):
@@ -170,6 +170,10 @@ def is_abandoned(tmp: Path) -> bool:
     try:
         fd = os.open(owner, os.O_RDWR)
     except FileNotFoundError:
+        # No owner file yet (killed while creating the folder): abandoned when the process
+        # named in the folder name is gone, or, failing that, after a grace period.
+        if _creator_dead(tmp.name):
+            return True
         try:
             return time.time() - tmp.stat().st_mtime > _ORPHAN_GRACE_S
         except OSError:
@@ -186,6 +190,24 @@ def is_abandoned(tmp: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _creator_dead(name: str) -> bool:
+    """True when ``.fastrl-tmp-<kind>-<ms>-<pid>-<hex>`` names a pid that no longer exists."""
+    parts = name.split("-")
+    try:
+        pid = int(parts[-2])
+    except (IndexError, ValueError):
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def stale_temp_folders(root: Path) -> list[Path]:

@@ -37,6 +37,7 @@ __all__ = ["export_episodes", "ExportResult", "find_episode_files"]
 
 _TASK_BYTES = 16 << 20       # a .jsonl file is cut into tasks of about this many bytes
 _MAX_SKIPPED_IN_META = 1000  # skipped-episode records kept in meta.json (the count is exact)
+_MAX_INFERRED_ACTIONS = 65536  # a larger action count must be given explicitly
 
 
 def _loads(data):
@@ -458,6 +459,9 @@ def _scan_num_actions(tasks) -> int:
                         hi = v
     if hi < 0:
         raise FastrlError("cannot infer numActions from the data; pass --num-actions")
+    if hi + 1 > _MAX_INFERRED_ACTIONS:
+        raise FastrlError(f"the data has action/legal id {hi}; an inferred numActions above "
+                          f"{_MAX_INFERRED_ACTIONS} is refused (pass --num-actions if it is real)")
     return hi + 1
 
 

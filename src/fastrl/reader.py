@@ -342,7 +342,8 @@ def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
     meta = read_meta(path)
     if meta.get("sharded") is True:
         listed = meta.get("shards")
-        shards = [s.get("path") for s in listed if isinstance(s, dict)] \
+        shards = [s.get("path") for s in listed
+                  if isinstance(s, dict) and isinstance(s.get("path"), str)] \
             if isinstance(listed, list) else []
         raise BatchFormatError(
             f"{path}: a sharded batch ({len(shards)} shards); open it with "

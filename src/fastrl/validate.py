@@ -109,6 +109,12 @@ def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
             if m.get(key) != want:
                 probs.append(f"{part.name}: {key} {m.get(key)!r} disagrees with the manifest "
                              f"({want!r})")
+        want = {"index": parts.index(part), "firstRow": rows,
+                "firstEpisode": episodes}
+        rec = m.get("shard")
+        if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in want.items()):
+            probs.append(f"{part.name}: meta.json shard record {rec!r} does not continue the "
+                         f"manifest's chain (expected {want})")
         if entry.get("firstRow") != rows or entry.get("firstEpisode") != episodes:
             probs.append(f"{part.name}: manifest firstRow/firstEpisode "
                          f"{entry.get('firstRow')!r}/{entry.get('firstEpisode')!r}, expected "
