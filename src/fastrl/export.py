@@ -489,6 +489,33 @@ class _Progress:
         sys.stderr.flush()
 
 
+def plan_export(episodes_dir, *, spec=None, encoder=None, n_actions=None, mask_pad=None,
+                on_error="fail", resolve=False):
+    """What every export (local or Ray) does first: check the options, load the spec/encoder,
+    list the files, cut them into tasks and fix the layout from the data. Returns (spec,
+    encoder function, files, tasks, layout). ``resolve``: tasks name absolute paths (messages
+    still name the files as listed)."""
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    if spec is not None and encoder is not None:
+        raise ValueError("give a spec or an encoder, not both")
+    if isinstance(spec, (str, os.PathLike, dict)):
+        spec = load_spec(spec)
+    enc_fn = _load_encoder(encoder) if encoder else None
+    files = find_episode_files(episodes_dir)
+    if not files:
+        raise FastrlError(f"no *.json or *.jsonl episode files in {episodes_dir}")
+    shown = {str(p.resolve()): str(p) for p in files}
+    tasks = _make_tasks([p.resolve() for p in files] if resolve else files)
+    layout, first_bad = _discover_layout(tasks, spec, enc_fn, n_actions, mask_pad)
+    if layout is None:
+        if on_error == "fail" and first_bad is not None:
+            raise first_bad.relocated(source=shown.get(first_bad.source, first_bad.source))
+        raise FastrlError(f"no valid episode in {episodes_dir}"
+                          + (f" (first problem: {first_bad})" if first_bad else ""))
+    return spec, enc_fn, files, tasks, layout
+
+
 def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, spec=None,
                     encoder: str | None = None, n_actions: int | None = None,
                     mask_pad: int | None = None, workers: int = 1, on_error: str = "fail",
@@ -510,25 +537,11 @@ def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, 
     ``BatchWriter``.
     """
     t0 = time.perf_counter()
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if spec is not None and encoder is not None:
-        raise ValueError("give a spec or an encoder, not both")
-    if isinstance(spec, (str, os.PathLike, dict)):
-        spec = load_spec(spec)
-    enc_fn = _load_encoder(encoder) if encoder else None
-    files = find_episode_files(episodes_dir)
-    if not files:
-        raise FastrlError(f"no *.json or *.jsonl episode files in {episodes_dir}")
-    tasks = _make_tasks(files)
-    layout, first_bad = _discover_layout(tasks, spec, enc_fn, n_actions, mask_pad)
-    if layout is None:
-        if on_error == "fail" and first_bad is not None:
-            raise first_bad
-        raise FastrlError(f"no valid episode in {episodes_dir}"
-                          + (f" (first problem: {first_bad})" if first_bad else ""))
+    spec, _, files, tasks, layout = plan_export(episodes_dir, spec=spec, encoder=encoder,
+                                                n_actions=n_actions, mask_pad=mask_pad,
+                                                on_error=on_error)
     opts = _Options(layout, spec.to_json() if spec is not None else None, encoder, on_error)
     progress = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(progress, len(tasks))

@@ -432,8 +432,7 @@ def export_ray(episodes_dir="dataset/episodes", out_root="data/binary", *,
     """
     from ._columnset import write_json
     from ._commit import TempFolder, clean_stale
-    from .export import _discover_layout, _load_encoder, _make_tasks, find_episode_files, \
-        load_spec
+    from .export import plan_export
     from .reader import read_meta
     unknown = set(export_options) - set(_EXPORT_OPTIONS)
     if unknown:
@@ -441,28 +440,14 @@ def export_ray(episodes_dir="dataset/episodes", out_root="data/binary", *,
                         "num_tasks)")
     o = {k: export_options.get(k) for k in _EXPORT_OPTIONS}
     on_error = o["on_error"] or "fail"
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if num_tasks is not None and (not isinstance(num_tasks, int) or isinstance(num_tasks, bool)
                                   or num_tasks < 1):
         raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
-    spec, encoder = o["spec"], o["encoder"]
-    if spec is not None and encoder is not None:
-        raise ValueError("give a spec or an encoder, not both")
-    if isinstance(spec, (str, os.PathLike, dict)):
-        spec = load_spec(spec)
-    enc_fn = _load_encoder(encoder) if encoder else None
-    files = find_episode_files(episodes_dir)
-    if not files:
-        raise FastrlError(f"no *.json or *.jsonl episode files in {episodes_dir}")
+    encoder = o["encoder"]
+    spec, _, files, tasks, layout = plan_export(
+        episodes_dir, spec=o["spec"], encoder=encoder, n_actions=o["n_actions"],
+        mask_pad=o["mask_pad"], on_error=on_error, resolve=True)
     shown = {str(p.resolve()): str(p) for p in files}  # report paths as the local export does
-    tasks = _make_tasks([p.resolve() for p in files])
-    layout, first_bad = _discover_layout(tasks, spec, enc_fn, o["n_actions"], o["mask_pad"])
-    if layout is None:
-        if on_error == "fail" and first_bad is not None:
-            raise first_bad.relocated(source=shown.get(first_bad.source, first_bad.source))
-        raise FastrlError(f"no valid episode in {episodes_dir}"
-                          + (f" (first problem: {first_bad})" if first_bad else ""))
     if not ray.is_initialized():
         ray.init()
     if num_tasks is None:

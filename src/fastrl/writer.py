@@ -234,14 +234,8 @@ class BatchWriter:
             self._stager = self._current = self._spare = None
             self._stop_thread()
             return self.path
-        except OSError as exc:
-            where = self._tmp.path
-            self.abort()
-            raise OSError(exc.errno, f"fastrl: committing the batch in {where} failed "
-                          f"({exc.strerror or exc}); the batch was discarded") from exc
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as exc:
+            self._discard_and_raise(exc, "committing")
 
     def abort(self) -> None:
         """Discard everything written; no batch folder is created."""
@@ -261,6 +255,15 @@ class BatchWriter:
             self._current.discard()
         self._tmp.discard()
         self._stager = self._current = self._spare = None
+
+    def _discard_and_raise(self, exc: BaseException, doing: str):
+        """Abort the batch, then re-raise ``exc`` (an OSError names the folder and says so)."""
+        where = self._tmp.path
+        self.abort()
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"fastrl: {doing} the batch in {where} failed "
+                          f"({exc.strerror or exc}); the batch was discarded") from exc
+        raise exc
 
     def _stop_thread(self):
         if self._executor is not None:
@@ -384,15 +387,9 @@ class BatchWriter:
             finally:
                 if release is not None:
                     release()
-        except OSError as exc:
+        except BaseException as exc:
             # A partial write (disk full, IO error) cannot be undone: drop the whole batch.
-            where = self._tmp.path
-            self.abort()
-            raise OSError(exc.errno, f"fastrl: writing the batch in {where} failed "
-                          f"({exc.strerror or exc}); the batch was discarded") from exc
-        except BaseException:
-            self.abort()
-            raise
+            self._discard_and_raise(exc, "writing")
         if buffer is not None and self._stager is not None \
                 and len(buffer["dones"]) == self._stager.capacity:
             self._spare = buffer
