@@ -235,6 +235,8 @@ class BatchWriter:
             self._stop_thread()
             return self.path
         except BaseException as exc:
+            if self._closed:  # already discarded (and explained) by a failed background write
+                raise
             self._discard_and_raise(exc, "committing")
 
     def abort(self) -> None:
