@@ -16,16 +16,11 @@ from . import _backend
 from .convert import decompress, info, to_npz
 from .dataset import Dataset, open_dataset
 from .errors import BatchFormatError, EncodeError, EpisodeError, FastrlError, SpecError
+from ._format import FORMAT_VERSION
 from .reader import Batch, EpisodeView, load_batch
+from .spec import ObsSpec
 from .validate import validate
 from .writer import BatchWriter
-
-try:
-    from .spec import ObsSpec
-except ImportError:  # pragma: no cover - spec module is part of the package
-    ObsSpec = None
-
-FORMAT_VERSION = 1
 
 __all__ = [
     "BACKEND", "Batch", "BatchFormatError", "BatchWriter", "Dataset", "EncodeError",
