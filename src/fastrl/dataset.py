@@ -44,6 +44,16 @@ def batch_parts(path: Path) -> list[Path]:
     return out
 
 
+def shard_record_problem(shard_meta: dict, index: int, first_row: int,
+                         first_episode: int) -> str | None:
+    """Why a shard's own ``shard`` record does not continue the chain at this place, or None."""
+    rec = shard_meta.get("shard")
+    want = {"index": index, "firstRow": first_row, "firstEpisode": first_episode}
+    if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in want.items()):
+        return f"shard record {rec!r} does not continue the manifest's chain (expected {want})"
+    return None
+
+
 def check_shard_chain(path: Path, batches: list) -> None:
     """The opened shards of the sharded batch at ``path`` must be the manifest's, in order:
     each shard's own ``shard`` record (index, first row, first episode) continues the previous
@@ -52,11 +62,9 @@ def check_shard_chain(path: Path, batches: list) -> None:
     manifest = read_meta(path)
     rows = eps = 0
     for k, b in enumerate(batches):
-        rec = b.meta.get("shard")
-        want = {"index": k, "firstRow": rows, "firstEpisode": eps}
-        if not isinstance(rec, dict) or any(rec.get(key) != v for key, v in want.items()):
-            raise BatchFormatError(f"{b.path}: shard record {rec!r} does not continue the "
-                                   f"manifest's chain (expected {want})")
+        problem = shard_record_problem(b.meta, k, rows, eps)
+        if problem:
+            raise BatchFormatError(f"{b.path}: {problem}")
         rows += b.count
         eps += b.num_episodes
     if (rows, eps) != (manifest.get("count"), manifest.get("episodes")):

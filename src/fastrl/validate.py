@@ -91,14 +91,14 @@ def _stale_problems(root: Path) -> list[str]:
 
 def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
     """A sharded batch: the manifest's shard list and totals, then every shard as a batch."""
-    from .dataset import batch_parts
+    from .dataset import batch_parts, shard_record_problem
     try:
         parts = batch_parts(path)
     except BatchFormatError as exc:
         return [str(exc)]
     probs = []
     rows = episodes = 0
-    for entry, part in zip(meta["shards"], parts):
+    for index, (entry, part) in enumerate(zip(meta["shards"], parts)):
         sub = validate(part, check_data=check_data)
         probs += [f"{part.name}: {p}" for p in sub]
         if sub:
@@ -109,12 +109,9 @@ def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
             if m.get(key) != want:
                 probs.append(f"{part.name}: {key} {m.get(key)!r} disagrees with the manifest "
                              f"({want!r})")
-        want = {"index": parts.index(part), "firstRow": rows,
-                "firstEpisode": episodes}
-        rec = m.get("shard")
-        if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in want.items()):
-            probs.append(f"{part.name}: meta.json shard record {rec!r} does not continue the "
-                         f"manifest's chain (expected {want})")
+        problem = shard_record_problem(m, index, rows, episodes)
+        if problem:
+            probs.append(f"{part.name}: meta.json {problem}")
         if entry.get("firstRow") != rows or entry.get("firstEpisode") != episodes:
             probs.append(f"{part.name}: manifest firstRow/firstEpisode "
                          f"{entry.get('firstRow')!r}/{entry.get('firstEpisode')!r}, expected "
