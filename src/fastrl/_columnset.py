@@ -72,7 +72,6 @@ class ColumnSet:
         self.fsync = fsync
         self.layout = layout
         self.checksum = checksum
-        self.codecs = codecs or {}  # column -> codec name, applied once the folder is complete
         self.level = level
         folder.mkdir(parents=True, exist_ok=True)
         self.names = ["obs", "actions", "rewards", "masks", "dones"]
@@ -81,6 +80,10 @@ class ColumnSet:
         if layout.has_logprobs:
             self.names.append("logprobs")
         self.names.append("truncated")
+        # column -> codec, applied once the folder is complete; columns this folder lacks
+        # (e.g. values when the episodes have none) are ignored
+        self.codecs = {c: k for c, k in (codecs or {}).items()
+                       if c in self.names or c == F.EPISODE_INDEX[0]}
         self.files = {n: _ColumnFile(folder / F.ALL_COLUMNS[n][0], checksum, fsync)
                       for n in self.names}
         self.count = 0

@@ -688,8 +688,7 @@ def _positive_int(text):
 def _compression_arg(args):
     if args.compress is None and not args.pack_masks:
         return None
-    cols = {c: args.compress for c in ("obs", "actions", "rewards", "masks", "dones", "values",
-                                         "logprobs", "truncated", "episode_index")}
+    cols = {c: args.compress for c in list(F.ALL_COLUMNS) + [F.EPISODE_INDEX[0]]}
     if args.pack_masks:
         cols["masks"] = "packbits"
     return cols

@@ -429,13 +429,8 @@ class BatchWriter:
             folder = self._tmp.path
         else:
             folder = self._tmp.path / f"{SHARD_PREFIX}{len(self._shards):05d}"
-        codecs = {c: k for c, k in self._codecs.items()
-                  if c in ("obs", "actions", "rewards", "masks", "dones", "truncated",
-                           F.EPISODE_INDEX[0])
-                  or (c == "values" and self.layout.has_values)
-                  or (c == "logprobs" and self.layout.has_logprobs)}
-        self._current = ColumnSet(folder, self.layout, self._checksum, codecs, self._level,
-                                  fsync=self._fsync)
+        self._current = ColumnSet(folder, self.layout, self._checksum, self._codecs,
+                                  self._level, fsync=self._fsync)
 
     def _finish_shard(self):
         cur = self._current
