@@ -1,6 +1,8 @@
 """Shared fixtures: every test that takes ``backend`` runs once per kernel implementation."""
 
 import os
+import secrets
+import socket
 
 import numpy as np
 import pytest
@@ -52,3 +54,30 @@ def pytest_report_header(config):
     return (f"fastrl backend: {_backend.BACKEND} ({_backend.REASON}); "
             f"available: {', '.join(_backend.available())}; "
             f"FASTRL_PURE_NUMPY={os.environ.get('FASTRL_PURE_NUMPY', '')}")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """(bucket URL, fs_options) of a moto S3 server on 127.0.0.1, stopped at teardown."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        import s3fs
+        opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+                "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}",
+                                  "region_name": "us-west-2"}}
+        # moto keeps its buckets per process, across server instances: one bucket per module
+        bucket = f"fastrl-test-{secrets.token_hex(4)}"
+        s3fs.S3FileSystem(**opts).mkdir(bucket)
+        yield f"s3://{bucket}", opts
+    finally:
+        server.stop()

@@ -246,35 +246,18 @@ def test_filter_prunes_shards(ray_export):
     assert none.count() == 0
 
 
-def test_read_dataset_from_s3(ray_export_3):
+def test_read_dataset_from_s3(ray_export_3, s3):
     """Workers read their shard straight from an S3 API (moto server on loopback)."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import socket
-
-    import s3fs
-
     from fastrl import storage
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
-                "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}",
-                                  "region_name": "us-west-2"}}
-        s3fs.S3FileSystem(**opts).mkdir("fastrl-ray")
-        url = storage.upload_batch(ray_export_3, "s3://fastrl-ray/root", opts)
-        keep = lambda st: st["shard"] % 2 == 0  # noqa: E731
-        ds = fray.read_dataset("s3://fastrl-ray/root", fs_options=opts, filter=keep,
-                               columns=("obs", "rewards", "index"))
-        rows = _rows(ds)
-        local = fray.read_dataset(ray_export_3, filter=keep, columns=("obs", "rewards", "index"))
-        want = _rows(local)
-        assert len(rows) == len(want) > 0
-        assert all(a["index"] == b["index"] and np.array_equal(a["obs"], b["obs"])
-                   and a["rewards"] == b["rewards"] for a, b in zip(rows, want, strict=True))
-        assert url.endswith(ray_export_3.name)
-    finally:
-        server.stop()
+    bucket, opts = s3
+    url = storage.upload_batch(ray_export_3, f"{bucket}/ray-root", opts)
+    keep = lambda st: st["shard"] % 2 == 0  # noqa: E731
+    ds = fray.read_dataset(f"{bucket}/ray-root", fs_options=opts, filter=keep,
+                           columns=("obs", "rewards", "index"))
+    rows = _rows(ds)
+    local = fray.read_dataset(ray_export_3, filter=keep, columns=("obs", "rewards", "index"))
+    want = _rows(local)
+    assert len(rows) == len(want) > 0
+    assert all(a["index"] == b["index"] and np.array_equal(a["obs"], b["obs"])
+               and a["rewards"] == b["rewards"] for a, b in zip(rows, want, strict=True))
+    assert url.endswith(ray_export_3.name)

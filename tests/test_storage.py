@@ -3,7 +3,6 @@ real S3-compatible server on loopback (moto's server mode + s3fs) when those are
 
 import json
 import os
-import socket
 import sys
 import uuid
 
@@ -200,31 +199,6 @@ def test_local_clean_incomplete(tmp_path):
 
 
 # -- a real S3 API on loopback (moto server + s3fs) ---------------------------------------------
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """(bucket URL, fs_options) of a moto S3 server on 127.0.0.1, stopped at teardown."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        import s3fs
-        opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
-                "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}",
-                                  "region_name": "us-west-2"}}
-        s3fs.S3FileSystem(**opts).mkdir("fastrl-test")
-        yield "s3://fastrl-test", opts
-    finally:
-        server.stop()
-
 
 def test_s3_round_trip(batches, s3, tmp_path):
     bucket, opts = s3
