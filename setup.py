@@ -20,7 +20,7 @@ import textwrap
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXTENSIONS = ["fastrl._pack", "fastrl._encode"]
+EXTENSIONS = ["fastrl._kernels.pack", "fastrl._kernels.encode"]
 
 
 def _truthy(name):

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 import fastrl
-from fastrl import _backend
+from fastrl import _kernels as _backend
 from fastrl import _format as F
-from fastrl._episode import normalize_episode
-from fastrl._packing import allocate_columns, pack
+from fastrl._batch.episode import normalize_episode
+from fastrl._batch.packing import allocate_columns, pack
 from fastrl.game import N_ACTIONS, N_COLS, N_KINDS, N_ROWS, game_spec
 
 OBS_DIM = 512
@@ -516,7 +516,7 @@ def interleaved_medians(fns: dict, *, repeats: int = 7, min_time: float = 0.01,
     """Median seconds per call of each ``fns[name]()``, measured in ``repeats`` interleaved
     rounds (A B C, A B C, ...) so that a slow phase of the machine hits every candidate alike.
     Each sample loops the call enough times to last ``min_time``. ``backends[name]`` runs that
-    candidate under ``fastrl._backend.use(...)``."""
+    candidate under ``fastrl._kernels.use(...)``."""
     backends = backends or {}
     freeze_garbage_collector()
     runners, loops = {}, {}

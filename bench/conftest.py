@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fastrl import _backend
+from fastrl import _kernels as _backend
 
 from . import _benchlib as B
 

@@ -5,7 +5,7 @@
     python bench/scaling.py --max-threads 8 --repeats 9
 
 For each thread count k, every kernel runs with ``threads=k`` (the argument of
-``fastrl._packing.pack`` and ``ObsSpec.encode``; ``FASTRL_NUM_THREADS`` sets the same default),
+``fastrl._batch.packing.pack`` and ``ObsSpec.encode``; ``FASTRL_NUM_THREADS`` sets the same default),
 and np.copyto of the kernel's output bytes runs split into k row blocks on a thread pool. The
 speed-up is time(1 thread) / time(k threads); the target is a kernel speed-up of at least 0.8x
 the copy's speed-up at every k (the copy shows what the memory system allows).
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _benchlib as B  # noqa: E402
-from fastrl._packing import pack  # noqa: E402
+from fastrl._batch.packing import pack  # noqa: E402
 from fastrl._threads import available_cpus  # noqa: E402
 
 TARGET = 0.8

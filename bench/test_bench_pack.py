@@ -1,4 +1,4 @@
-"""Group ``pack``: fastrl._packing.pack of normalized episodes into preallocated columns (both
+"""Group ``pack``: fastrl._batch.packing.pack of normalized episodes into preallocated columns (both
 kernel paths, legal-id lists and dense masks, one thread) beside np.copyto of the same output
 bytes and the best vectorized NumPy packing (bench/_benchlib.py: numpy_best_pack)."""
 
@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from fastrl._packing import pack
+from fastrl._batch.packing import pack
 
 from . import _benchlib as B
 

@@ -19,7 +19,7 @@ Commands (``python tests/_crash_worker.py COMMAND ...``)::
         load_batch and the whole root with open_dataset, and check every row; writes a JSON
         summary {"iterations", "checked", "errors"} to --out.
     clean ROOT --die-after-unlinks N
-        run fastrl._commit.clean_stale(ROOT) and SIGKILL itself right after its N-th file
+        run fastrl._batch.commit.clean_stale(ROOT) and SIGKILL itself right after its N-th file
         removal (a cleaner that dies half-way).
     memory ROOT --mb M
         write about M megabytes of episodes generated on the fly (default flush size) and print
@@ -146,8 +146,8 @@ def check_batch(path) -> list[str]:
 # -- commands --------------------------------------------------------------------------------
 
 def _install_die_point(point: str):
-    import fastrl._columnset as cs
-    import fastrl._commit as cm
+    import fastrl._batch.columnset as cs
+    import fastrl._batch.commit as cm
     if point == "mid-write":
         orig = cs._ColumnFile.write
         calls = [0]
@@ -270,7 +270,7 @@ def cmd_read(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    import fastrl._commit as cm
+    import fastrl._batch.commit as cm
     real_unlink = os.unlink
     calls = [0]
 

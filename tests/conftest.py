@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from fastrl import _backend
+from fastrl import _kernels as _backend
 
 
 def _backends():

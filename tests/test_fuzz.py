@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastrl
-from fastrl import _backend
+from fastrl import _kernels as _backend
 from fastrl import _format as F
 from fastrl.errors import BatchFormatError, EpisodeError, FastrlError
 from fastrl.export import _loads as export_loads

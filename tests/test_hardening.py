@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import fastrl
-from fastrl import _commit
+from fastrl._batch import commit as _commit
 from fastrl import _format as F
 from fastrl.errors import BatchFormatError, EpisodeError
 from fastrl.export import export_episodes
@@ -507,7 +507,7 @@ def _eio(*_a, **_k):
 @pytest.mark.parametrize("shard_bytes", [None, 64 << 10], ids=["plain", "sharded"])
 def test_eio_column_write(tmp_path, monkeypatch, fail_call, shard_bytes):
     """EIO from the n-th column-file write: OSError naming the folder, nothing left behind."""
-    from fastrl import _columnset
+    from fastrl._batch import columnset as _columnset
     orig = _columnset._ColumnFile.write
     calls = [0]
 
@@ -534,7 +534,7 @@ def test_eio_column_write(tmp_path, monkeypatch, fail_call, shard_bytes):
 def test_eio_at_close(tmp_path, monkeypatch, target):
     """EIO while finishing (fsync of a column, or writing meta.json): OSError with its errno,
     nothing left behind."""
-    from fastrl import _columnset
+    from fastrl._batch import columnset as _columnset
     from fastrl import writer as writer_mod
     if target == "fsync":
         monkeypatch.setattr(os, "fsync", _eio)
@@ -561,7 +561,7 @@ def test_eio_at_close_message_is_clear(tmp_path, monkeypatch):
 
 def test_eio_export_leaves_inputs(tmp_path, monkeypatch, episode_source):
     src, digest, _ = episode_source
-    from fastrl import _columnset
+    from fastrl._batch import columnset as _columnset
     orig = _columnset._ColumnFile.write
     calls = [0]
 

@@ -8,14 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastrl import _backend, _format as F
-from fastrl._episode import normalize_episode
-from fastrl._packing import allocate_columns, pack
+from fastrl import _format as F
+from fastrl import _kernels as _backend
+from fastrl._kernels import codes
+from fastrl._batch.episode import normalize_episode
+from fastrl._batch.packing import allocate_columns, pack
 from fastrl.errors import EpisodeError
 
 from conftest import random_episode
 
-IMPLS = {name: _backend._load(name)["pack"] for name in _backend.available()}
+IMPLS = {name: _backend.load(name)["pack"] for name in _backend.available()}
 
 
 def _normalize(eps, obs_dim, n_actions):
@@ -42,8 +44,8 @@ def _pack_with(impl, eps, obs_dim, n_actions, mask_dim, values, logprobs, thread
 
 def test_error_codes_match_format():
     if "cython" in IMPLS:
-        assert IMPLS["cython"].ERROR_CODES == tuple(range(9))
-    assert (F.ERR_OK, F.ERR_ILLEGAL) == (0, 8)
+        assert IMPLS["cython"].ERROR_CODES == codes.PACK_ERROR_CODES
+    assert codes.PACK_ERROR_CODES == tuple(range(9))
 
 
 @pytest.mark.parametrize("form", ["legal", "mask", "bool"])

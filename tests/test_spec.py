@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrl
-from fastrl import _backend
-from fastrl import _encode_numpy
+from fastrl import _kernels as _backend
+from fastrl._kernels import codes as _encode_numpy
 from fastrl.errors import EncodeError, SpecError
 from fastrl.spec import Field, ObsSpec
 
@@ -81,7 +81,7 @@ def game_states(n, seed=0):
 
 @needs_cython
 def test_constants_in_sync():
-    from fastrl import _encode
+    from fastrl._kernels import encode as _encode
     assert _encode.ERROR_CODES == _encode_numpy.ERROR_CODES
     assert _encode.KINDS == _encode_numpy.KINDS
     assert _encode.LAYOUTS == _encode_numpy.LAYOUTS

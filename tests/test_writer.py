@@ -192,7 +192,7 @@ def test_user_meta_and_spec_fields(tmp_path, rng):
 
 
 def test_disk_error_discards_batch(tmp_path, rng, monkeypatch):
-    from fastrl import _columnset as wmod
+    from fastrl._batch import columnset as wmod
     w = fastrl.BatchWriter(tmp_path, n_actions=10, flush_bytes=200)
     calls = {"n": 0}
     real = wmod._ColumnFile.write

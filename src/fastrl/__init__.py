@@ -12,7 +12,7 @@ Public API (see README.md and docs/FORMAT.md):
 
 __version__ = "0.1.0"
 
-from . import _backend
+from . import _kernels
 from .convert import decompress, info, to_npz
 from .dataset import Dataset, open_dataset
 from .errors import BatchFormatError, EncodeError, EpisodeError, FastrlError, SpecError
@@ -31,5 +31,5 @@ __all__ = [
 
 def __getattr__(name):
     if name == "BACKEND":  # read live, so tests that switch paths see the active one
-        return _backend.BACKEND
+        return _kernels.BACKEND
     raise AttributeError(f"module 'fastrl' has no attribute {name!r}")

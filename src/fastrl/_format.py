@@ -49,16 +49,3 @@ DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 def row_bytes(obs_dim: int, mask_dim: int) -> int:
     """Bytes one transition takes in the five required files: obsDim*4 + 4 + 4 + maskDim + 1."""
     return obs_dim * 4 + 4 + 4 + mask_dim + 1
-
-
-# Error codes returned by both packing paths, in the order the checks run within one step.
-# The first failing (step, code) of the first failing episode is reported.
-ERR_OK = 0
-ERR_OBS = 1          # obs value not finite after conversion to float32
-ERR_REWARD = 2       # reward not finite
-ERR_VALUE = 3        # value not finite
-ERR_LOGPROB = 4      # logprob not finite
-ERR_MASK_VALUE = 5   # dense mask entry not 0/1
-ERR_LEGAL_ID = 6     # legal action id outside [0, numActions)
-ERR_ACTION_RANGE = 7 # action outside [0, numActions)
-ERR_ILLEGAL = 8      # action not legal under its own mask

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _backend
+from . import _kernels
 from .dataset import open_dataset
 from .reader import read_meta
 
@@ -88,7 +88,7 @@ def info(path: str | os.PathLike) -> dict:
         "maskDensity": density,
         "bytesOnDisk": size,
         "bytesPerTransition": size / count if count else None,
-        "backend": _backend.BACKEND,
+        "backend": _kernels.BACKEND,
     }
 
 
@@ -124,8 +124,8 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
     """Write a plain (uncompressed, memory-mappable, seed-format) copy of the compressed batch at
     ``path`` as a new ``batch_<ms>`` in ``out_root`` (default: beside it); return its path.
     Every decoded column is checked against its recorded CRC32 first."""
-    from ._columnset import write_json
-    from ._commit import TempFolder
+    from ._batch.columnset import write_json
+    from ._batch.commit import TempFolder
     from .dataset import batch_parts
     from .errors import BatchFormatError
     from .reader import column_layout, meta_problems, open_columns, size_problems

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import _backend
+from . import _kernels
 from ._threads import available_cpus
 
 _NUMPY_SNIPPET = """\
@@ -45,7 +45,7 @@ def run_demo(workdir="fastrl-demo", episodes=300, seed=0, workers=None) -> int:
     out_root = work / "data" / "binary"
     if ep_dir.exists():
         shutil.rmtree(ep_dir)
-    print(f"fastrl demo (backend: {_backend.BACKEND}) in {work.resolve()}")
+    print(f"fastrl demo (backend: {_kernels.BACKEND}) in {work.resolve()}")
 
     t0 = time.perf_counter()
     files = write_episodes(ep_dir, episodes=episodes, seed=seed, fmt="jsonl")

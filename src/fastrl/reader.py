@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _format as F
-from ._codecs import codec_problems, decode_column
+from ._batch.codecs import codec_problems, decode_column
 from .errors import BatchFormatError
 
 __all__ = ["load_batch", "Batch", "EpisodeView", "read_meta", "meta_problems", "column_layout"]

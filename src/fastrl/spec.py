@@ -10,7 +10,7 @@ Encoding runs in two phases:
    contiguous typed array per batch, and the structure is checked: missing keys, wrong shapes or
    lengths, non-numeric values. The first field (in spec order) with such a problem is reported,
    at its first bad row.
-2. *The kernel* (``fastrl._encode`` or its NumPy twin, chosen by ``fastrl._backend``) checks the
+2. *The kernel* (``fastrl._kernels.encode`` or its NumPy twin, bound by ``fastrl._kernels``) checks the
    values (ids in range, box values finite, binary values 0/1) and writes every byte of the
    output. The first bad row is reported, then the first bad field of that row in spec order.
 
@@ -29,8 +29,8 @@ from itertools import chain
 
 import numpy as np
 
-from . import _backend
-from . import _encode_numpy as K
+from . import _kernels
+from ._kernels import codes as K
 from ._format import MAX_DIM
 from ._threads import num_threads
 from .errors import EncodeError, SpecError
@@ -315,7 +315,7 @@ class Field:
 # Kernel plans
 
 def _plan(f: Field, off: int) -> tuple:
-    """The kernel's view of one field (see ``_encode_numpy.PLAN_ITEMS``)."""
+    """The kernel's view of one field (see ``_kernels.codes.PLAN_ITEMS``)."""
     kind = _KERNEL_KIND[f.kind]
     n = start = 0
     layout = K.LAYOUT_CELL
@@ -760,7 +760,7 @@ class ObsSpec:
             raise ValueError(f"thread count must be >= 1, got {threads}")
         # num_threads() reads cgroup files (tens of microseconds): only for big batches
         nthreads = num_threads(threads) if nrows * self._dim >= _PARALLEL_MIN_FLOATS else 1
-        row, fi, code, elem = _backend.kernel("encode").encode_batch(
+        row, fi, code, elem = _kernels.encode_batch(
             out, self._plans, inputs, nrows, nthreads)
         if row >= 0:
             raise self._value_error(inputs, int(row), int(fi), int(code), int(elem))
@@ -782,7 +782,7 @@ class ObsSpec:
 
     def _gather_states(self, states) -> tuple:
         nrows = len(states)
-        mod = _backend.kernel("encode")
+        mod = _kernels
         inputs = []
         fast = mod.gather_states(states, self._gather_specs)
         for f, got in zip(self._fields, fast):
@@ -790,7 +790,7 @@ class ObsSpec:
         return nrows, inputs
 
     def _gather_columns(self, cols: Mapping, out) -> tuple:
-        mod = _backend.kernel("encode")
+        mod = _kernels
         nrows = None
         inputs = []
         for f in self._fields:

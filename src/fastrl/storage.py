@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from . import _format as F
-from ._commit import TempFolder, clean_stale, fsync_dir, stale_temp_folders
+from ._batch.commit import TempFolder, clean_stale, fsync_dir, stale_temp_folders
 from .errors import BatchFormatError
 
 __all__ = ["upload_batch", "list_batches", "fetch_batch", "open_remote_dataset",

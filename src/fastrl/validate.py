@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _commit
+from ._batch import commit
 from . import _format as F
 from .errors import BatchFormatError
 from .reader import (checksum_problems, column_layout, episode_starts_from, index_problems,
@@ -81,7 +81,7 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
 
 
 def _stale_problems(root: Path) -> list[str]:
-    stale = _commit.stale_temp_folders(root)
+    stale = commit.stale_temp_folders(root)
     if not stale:
         return []
     return [f"{root}: {len(stale)} abandoned temporary folder(s) from crashed writers (not part "

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _format as F
-from ._columnset import ColumnSet, iso_utc_now, write_json
-from ._commit import TempFolder, clean_stale
-from ._stager import Layout, Stager
+from ._batch.columnset import ColumnSet, iso_utc_now, write_json
+from ._batch.commit import TempFolder, clean_stale
+from ._batch.stager import Layout, Stager
 from .errors import EpisodeError
 
 __all__ = ["BatchWriter", "iso_utc_now"]
@@ -29,7 +29,7 @@ SHARD_PREFIX = "shard_"
 
 def _codec_map(compression) -> dict:
     """``compression`` argument -> {column: codec} (checked; zstd must be installed)."""
-    from ._codecs import resolve
+    from ._batch.codecs import resolve
     if compression is None:
         return {}
     columns = list(F.ALL_COLUMNS) + [F.EPISODE_INDEX[0]]

@@ -34,9 +34,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
     raise ImportError('fastrl.ray needs Ray Data: pip install "fastrl[ray]" '
                       f'(ray[data]); import failed: {_exc}') from _exc
 
-from . import _format as F
-from . import storage as _storage
-from .errors import BatchFormatError, EpisodeError, FastrlError
+from .. import _format as F
+from .. import storage as _storage
+from ..errors import BatchFormatError, EpisodeError, FastrlError
 
 __all__ = ["read_dataset", "export_ray", "plan_parts", "FastrlDatasource", "PartInfo",
            "cmd_export_ray"]
@@ -78,7 +78,7 @@ class PartInfo:
 
 def _read_meta_any(url: str, fs_options) -> dict:
     """meta.json of a local or remote folder (BatchFormatError when absent or not valid)."""
-    from .reader import read_meta
+    from ..reader import read_meta
     if not _storage.is_remote(url):
         return read_meta(_storage._local_path(url))
     import json
@@ -106,7 +106,7 @@ def _meta_columns(meta: dict) -> tuple:
 
 def _batch_parts(batch: str, fs_options) -> tuple[dict, list[PartInfo]]:
     """The manifest (or plain meta) of ``batch`` and its parts, from meta.json files only."""
-    from .reader import meta_problems
+    from ..reader import meta_problems
     meta = _read_meta_any(batch, fs_options)
     probs = meta_problems(meta)
     if probs:
@@ -191,7 +191,7 @@ def plan_parts(root_or_urls, *, fs_options=None) -> list[PartInfo]:
 def _open_part(info: PartInfo, fs_options, tmpdirs: list):
     """load_batch of the part (downloaded to a private temp dir when remote), checked against
     what the manifest says about it."""
-    from .reader import load_batch
+    from ..reader import load_batch
     path = info.part
     remote = _storage.is_remote(path)
     if remote:
@@ -367,11 +367,11 @@ def _export_group(tasks, task_root: str, o: dict) -> dict:
     """Run in a Ray task: export ``tasks`` (export's byte ranges of episode files) into one
     sharded batch under ``task_root`` with the layout the driver discovered. Returns its path
     (None when every episode was skipped), skipped records and the failure, if any."""
-    from .export import _LineCounter, _Options, _run_task
-    from .writer import BatchWriter
+    from ..export import _LineCounter, _Options, _run_task
+    from ..writer import BatchWriter
     spec = None
     if o["spec_json"] is not None:
-        from .spec import ObsSpec
+        from ..spec import ObsSpec
         spec = ObsSpec.from_json(o["spec_json"])
     layout = o["layout"]
     opts = _Options(layout, o["spec_json"], o["encoder"], o["on_error"])
@@ -430,10 +430,10 @@ def export_ray(episodes_dir="dataset/episodes", out_root="data/binary", *,
     (installed, or shipped with a Ray ``runtime_env``). ray_remote_args: options of each task
     (default ``{"num_cpus": 1}``). Ray is started with ``ray.init()`` when not running yet.
     """
-    from ._columnset import write_json
-    from ._commit import TempFolder, clean_stale
-    from .export import plan_export
-    from .reader import read_meta
+    from .._batch.columnset import write_json
+    from .._batch.commit import TempFolder, clean_stale
+    from ..export import plan_export
+    from ..reader import read_meta
     unknown = set(export_options) - set(_EXPORT_OPTIONS)
     if unknown:
         raise TypeError(f"export_ray() got unexpected options {sorted(unknown)} (workers: use "
@@ -555,7 +555,7 @@ def _assemble(folder: Path, batches: list[Path], write_json, read_meta) -> dict:
                 hi = length["max"] if hi is None else max(hi, length["max"])
             rows += entry["count"]
             eps += entry["episodes"]
-    from ._columnset import iso_utc_now
+    from .._batch.columnset import iso_utc_now
     manifest.update({"count": rows, "steps": rows, "episodes": eps, "shards": entries,
                      "createdAt": iso_utc_now(),
                      "episodeLength": {"min": lo, "max": hi, "mean": rows / eps}})
@@ -570,8 +570,8 @@ def cmd_export_ray(args) -> int:
     starts a local one). Prints the batch path last, like ``fastrl export``."""
     import time
 
-    from .export import _compression_arg
-    from .reader import read_meta
+    from ..export import _compression_arg
+    from ..reader import read_meta
     if not ray.is_initialized():
         ray.init()  # not counted in the rate below
     t0 = time.perf_counter()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _backend
-from . import _format as F
-from ._codecs import compress_column
-from ._stager import Layout
+from .. import _kernels
+from .. import _format as F
+from .codecs import compress_column
+from .stager import Layout
 
 # Action histograms are kept per shard only up to this many actions (manifest size stays small).
 _MAX_HISTOGRAM_ACTIONS = 4096
@@ -30,7 +30,7 @@ def iso_utc_now() -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__
 
 
@@ -180,7 +180,7 @@ class ColumnSet:
             "format": F.FORMAT_NAME, "formatVersion": F.FORMAT_VERSION, "byteOrder": "little",
             "numActions": lay.n_actions, "columns": columns,
             "episodeLength": st["episodeLength"], "episodeReturn": st["episodeReturn"],
-            "producer": {"fastrl": _version(), "backend": _backend.BACKEND},
+            "producer": {"fastrl": _version(), "backend": _kernels.BACKEND},
         }
         if checksums:
             meta["checksums"] = checksums

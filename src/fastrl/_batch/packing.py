@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend
-from . import _format as F
-from ._episode import Episode, step_error
-from ._threads import num_threads
+from .. import _kernels
+from .. import _format as F
+from .episode import Episode, step_error
+from .._threads import num_threads
 
 # Rows below which threads cost more than they save (an OpenMP region is ~microseconds).
 _PARALLEL_MIN_ROWS = 8192
@@ -63,8 +63,8 @@ def pack(episodes: list[Episode], cols: dict, row0: int, n_actions: int, *, epis
     else:
         _check_episodes(episodes, cols, row0 + total, n_actions, episode_base)
     nthreads = num_threads(threads) if total >= _PARALLEL_MIN_ROWS else 1
-    mod = impl if impl is not None else _backend.kernel("pack")
-    e, code, step, col = mod.pack_episodes(
+    kernel = impl.pack_episodes if impl is not None else _kernels.pack_episodes
+    e, code, step, col = kernel(
         list(episodes), cols["obs"], cols["actions"], cols["rewards"], cols["masks"],
         cols["dones"], cols.get("truncated"), cols.get("values"), cols.get("logprobs"),
         int(row0), int(n_actions), int(nthreads))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BatchFormatError
+from ..errors import BatchFormatError
 
 CODECS = ("zstd", "gzip", "packbits")
 _SUFFIX = {"zstd": ".zst", "gzip": ".gz"}

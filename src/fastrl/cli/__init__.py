@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 
-from . import __version__, _backend
+from .. import __version__, _kernels
 
 # Modules that contribute sub-commands, in the order `fastrl --help` lists them.
 _COMMAND_MODULES = ("fastrl.export", "fastrl.cli", "fastrl.storage", "fastrl.bot",
@@ -20,7 +20,7 @@ _COMMAND_MODULES = ("fastrl.export", "fastrl.cli", "fastrl.storage", "fastrl.bot
 
 
 def _cmd_validate(args) -> int:
-    from .validate import validate
+    from ..validate import validate
     probs = validate(args.batch, check_data=not args.quick)
     if probs:
         print(f"{args.batch}: INVALID, {len(probs)} problem(s):", file=sys.stderr)
@@ -32,21 +32,21 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .convert import format_info, info
+    from ..convert import format_info, info
     d = info(args.batch)
     print(json.dumps(d, indent=1) if args.json else format_info(d))
     return 0
 
 
 def _cmd_to_npz(args) -> int:
-    from .convert import to_npz
+    from ..convert import to_npz
     out = to_npz(args.batch, args.out, compressed=not args.uncompressed)
     print(out)
     return 0
 
 
 def _cmd_decompress(args) -> int:
-    from .convert import decompress
+    from ..convert import decompress
     print(decompress(args.batch, args.out))
     return 0
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastrl", description="Turn game-bot trajectories into compact binary RL datasets.")
     parser.add_argument("--version", action="version",
-                        version=f"fastrl {__version__} (backend: {_backend.BACKEND})")
+                        version=f"fastrl {__version__} (backend: {_kernels.BACKEND})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in _COMMAND_MODULES:
         importlib.import_module(modname).register(sub)
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import FastrlError
+    from ..errors import FastrlError
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

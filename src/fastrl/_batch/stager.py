@@ -7,10 +7,10 @@ from array import array
 
 import numpy as np
 
-from . import _format as F
-from ._episode import Episode, normalize_episode
-from ._packing import allocate_columns, pack
-from .errors import EncodeError, EpisodeError
+from .. import _format as F
+from .episode import Episode, normalize_episode
+from .packing import allocate_columns, pack
+from ..errors import EncodeError, EpisodeError
 
 
 class Layout:

@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import _format as F
+from .. import _format as F
 
 try:
     import fcntl

@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""Compiled observation-encoding kernel: twin of ``_encode_numpy.py`` (same functions, same
+"""Compiled observation-encoding kernel: twin of ``encode_numpy.py`` (same functions, same
 signatures, same bytes, same status tuple). Called only through :class:`fastrl.spec.ObsSpec`.
 
-``encode_batch`` runs in two phases, like ``_pack.pyx``: with the GIL, each field's plan and input
+``encode_batch`` runs in two phases, like ``pack.pyx``: with the GIL, each field's plan and input
 array become one C struct (raw pointers, sizes, dtype code); then, without it, every row is encoded
 (rows in parallel with OpenMP for big batches) and each row records the first bad value it met.
 ObsSpec validated every array size first; bounds checks are off, so the one data-dependent write
@@ -51,7 +51,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyList_GET_SIZE_p "PyList_GET_SIZE"(PyObject *o)
     PyObject **PySequence_Fast_ITEMS(PyObject *o)
 
-# Keep in sync with fastrl._encode_numpy (the tests compare the tuples below).
+# Keep in sync with fastrl._kernels.codes (the tests compare the tuples below).
 cdef enum:
     KIND_IDS = 1
     KIND_MULTI = 2
@@ -70,7 +70,7 @@ KINDS = (KIND_IDS, KIND_MULTI, KIND_BOX, KIND_BINARY)
 LAYOUTS = (LAYOUT_CELL, LAYOUT_PLANE)
 ERROR_CODES = (ERR_OK, ERR_RANGE, ERR_NOT_INT, ERR_NONFINITE, ERR_OVERFLOW, ERR_BINARY)
 
-# Input dtype codes (the order of _encode_numpy.INPUT_DTYPES).
+# Input dtype codes (the order of codes.INPUT_DTYPES).
 cdef enum:
     T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64
 
@@ -275,7 +275,7 @@ cdef const void *_ptr(object arr):
 
 
 def encode_batch(cnp.ndarray out, list plans, list inputs, int64_t nrows, int nthreads):
-    """Encode ``nrows`` rows into ``out`` (see ``_encode_numpy.encode_batch``).
+    """Encode ``nrows`` rows into ``out`` (see ``encode_numpy.encode_batch``).
 
     Returns ``(row, field, code, elem)`` of the first bad value, ``row == -1`` when none.
     """

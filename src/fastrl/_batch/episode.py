@@ -13,8 +13,9 @@ import itertools
 
 import numpy as np
 
-from . import _format as F
-from .errors import EpisodeError
+from .. import _format as F
+from .._kernels import codes as C
+from ..errors import EpisodeError
 
 _FLOAT_OBS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -256,23 +257,23 @@ def step_error(ep: Episode, episode_index: int, code: int, step: int, col: int,
 
 
 def _reason(ep: Episode, code: int, step: int, col: int, n_actions: int) -> str:
-    if code == F.ERR_OBS:
+    if code == C.PACK_OBS:
         v = np.float32(ep.obs[step, col]) if ep.obs.dtype == np.float64 else ep.obs[step, col]
         reason = f"obs[{col}] is {_fmt_float(v)} (after conversion to float32)"
-    elif code == F.ERR_REWARD:
+    elif code == C.PACK_REWARD:
         reason = f"reward is {_fmt_float(np.float32(ep.rewards[step]))}"
-    elif code == F.ERR_VALUE:
+    elif code == C.PACK_VALUE:
         reason = f"value is {_fmt_float(np.float32(ep.values[step]))}"
-    elif code == F.ERR_LOGPROB:
+    elif code == C.PACK_LOGPROB:
         reason = f"logprob is {_fmt_float(np.float32(ep.logprobs[step]))}"
-    elif code == F.ERR_MASK_VALUE:
+    elif code == C.PACK_MASK_VALUE:
         reason = f"mask[{col}] is {int(ep.mask[step, col])}, not 0 or 1"
-    elif code == F.ERR_LEGAL_ID:
+    elif code == C.PACK_LEGAL_ID:
         v = int(ep.legal_ids[ep.legal_offsets[step] + col])
         reason = f"legal action id {v} is outside [0, {n_actions})"
-    elif code == F.ERR_ACTION_RANGE:
+    elif code == C.PACK_ACTION_RANGE:
         reason = f"action {int(ep.actions[step])} is outside [0, {n_actions})"
-    elif code == F.ERR_ILLEGAL:
+    elif code == C.PACK_ILLEGAL:
         reason = f"action {int(ep.actions[step])} is not legal under the step's mask"
     else:  # pragma: no cover - a kernel returned a code this module does not know
         reason = f"unknown kernel error code {code}"

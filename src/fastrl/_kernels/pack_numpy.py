@@ -1,15 +1,15 @@
-"""Pure-NumPy twin of ``_pack.pyx``: same signature, same bytes, same error report.
+"""Pure-NumPy twin of ``pack.pyx``: same signature, same bytes, same error report.
 
-Called only through :func:`fastrl._packing.pack`, which has already validated every shape, dtype
+Called only through :func:`fastrl._batch.packing.pack`, which has already validated every shape, dtype
 and buffer size. Returns ``(episode, code, step, col)`` of the first bad value found (``episode``
-is -1 when all episodes were packed); the check order is the one listed in ``_format``.
+is -1 when all episodes were packed); the check order is the one listed in :mod:`.codes`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _format as F
+from . import codes as C
 
 
 def _first(bad: np.ndarray):
@@ -31,9 +31,9 @@ def _pack_one(ep, r0, obs, actions, rewards, masks, dones, truncated, values, lo
         rowbad = ~np.isfinite(o)
         s = _first(rowbad.any(axis=1))
         if s is not None:
-            found.append((s, F.ERR_OBS, int(np.argmax(rowbad[s]))))
-    for code, src, dst in ((F.ERR_REWARD, ep.rewards, rewards), (F.ERR_VALUE, ep.values, values),
-                           (F.ERR_LOGPROB, ep.logprobs, logprobs)):
+            found.append((s, C.PACK_OBS, int(np.argmax(rowbad[s]))))
+    for code, src, dst in ((C.PACK_REWARD, ep.rewards, rewards), (C.PACK_VALUE, ep.values, values),
+                           (C.PACK_LOGPROB, ep.logprobs, logprobs)):
         if src is None:
             continue
         d = dst[r0:r1]
@@ -50,7 +50,7 @@ def _pack_one(ep, r0, obs, actions, rewards, masks, dones, truncated, values, lo
         rowbad = ep.mask > 1
         s = _first(rowbad.any(axis=1))
         if s is not None:
-            found.append((s, F.ERR_MASK_VALUE, int(np.argmax(rowbad[s]))))
+            found.append((s, C.PACK_MASK_VALUE, int(np.argmax(rowbad[s]))))
     else:
         m[...] = 0
         ids, off = ep.legal_ids, ep.legal_offsets
@@ -58,7 +58,7 @@ def _pack_one(ep, r0, obs, actions, rewards, masks, dones, truncated, values, lo
         k = _first(~okid)
         if k is not None:
             s = int(np.searchsorted(off, k, side="right")) - 1
-            found.append((s, F.ERR_LEGAL_ID, k - int(off[s])))
+            found.append((s, C.PACK_LEGAL_ID, k - int(off[s])))
         rows = np.repeat(np.arange(T, dtype=np.int64), np.diff(off))
         m[rows[okid], ids[okid]] = 1
 
@@ -66,14 +66,14 @@ def _pack_one(ep, r0, obs, actions, rewards, masks, dones, truncated, values, lo
     in_range = (a >= 0) & (a < n_actions)
     s = _first(~in_range)
     if s is not None:
-        found.append((s, F.ERR_ACTION_RANGE, 0))
+        found.append((s, C.PACK_ACTION_RANGE, 0))
     actions[r0:r1] = np.where(in_range, a, 0)  # out-of-range rows are reported, never stored
     steps = np.arange(T)
     legal = np.zeros(T, dtype=bool)
     legal[in_range] = m[steps[in_range], a[in_range]] != 0
     s = _first(in_range & ~legal)
     if s is not None:
-        found.append((s, F.ERR_ILLEGAL, 0))
+        found.append((s, C.PACK_ILLEGAL, 0))
 
     d = dones[r0:r1]
     d[...] = 0
@@ -85,7 +85,7 @@ def _pack_one(ep, r0, obs, actions, rewards, masks, dones, truncated, values, lo
     if found:
         step, code, col = min(found)
         return code, step, col
-    return F.ERR_OK, 0, 0
+    return C.PACK_OK, 0, 0
 
 
 def pack_episodes(episodes, obs, actions, rewards, masks, dones, truncated, values, logprobs,
@@ -97,7 +97,7 @@ def pack_episodes(episodes, obs, actions, rewards, masks, dones, truncated, valu
         for e, ep in enumerate(episodes):
             code, step, col = _pack_one(ep, r, obs, actions, rewards, masks, dones, truncated,
                                         values, logprobs, n_actions)
-            if code != F.ERR_OK:
+            if code != C.PACK_OK:
                 return e, code, step, col
             r += ep.length
-    return -1, F.ERR_OK, 0, 0
+    return -1, C.PACK_OK, 0, 0

@@ -1,9 +1,9 @@
-"""Pure-NumPy twin of ``_encode.pyx``: same functions, same signatures, same bytes, same status.
+"""Pure-NumPy twin of ``encode.pyx``: same functions, same signatures, same bytes, same status.
 
 Called only through :class:`fastrl.spec.ObsSpec`, which compiled the spec into *plans* and gathered
 and checked every input array first (shapes, dtypes, CSR offsets, the size of ``out``). This module
-is also the reference for the constants both paths share (the compiled module re-declares them and
-exports them as tuples that the tests compare with the ones below).
+is also the reference for the constants both paths share, which live in :mod:`.codes` (the compiled module re-declares
+them and exports them as tuples that the tests compare).
 
 A plan is one tuple per field, in spec order, with the items named in :data:`PLAN_ITEMS`::
 
@@ -28,32 +28,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-# Kernel kinds: onehot is an ids field with one cell.
-KIND_IDS = 1
-KIND_MULTI = 2
-KIND_BOX = 3
-KIND_BINARY = 4
-KINDS = (KIND_IDS, KIND_MULTI, KIND_BOX, KIND_BINARY)
-
-LAYOUT_CELL = 0   # each cell's one-hot in turn (gymnasium's MultiDiscrete flatten order)
-LAYOUT_PLANE = 1  # all cells of value 0, then all cells of value 1, ...
-LAYOUTS = (LAYOUT_CELL, LAYOUT_PLANE)
-
-ERR_OK = 0
-ERR_RANGE = 1      # id outside [start, start + n)
-ERR_NOT_INT = 2    # float id with a fractional part
-ERR_NONFINITE = 3  # box input NaN or infinite
-ERR_OVERFLOW = 4   # box value not finite once encoded as float32
-ERR_BINARY = 5     # binary value other than 0 or 1
-ERROR_CODES = (ERR_OK, ERR_RANGE, ERR_NOT_INT, ERR_NONFINITE, ERR_OVERFLOW, ERR_BINARY)
-
-PLAN_ITEMS = ("kind", "off", "size", "cells", "n", "start", "layout", "cell_n", "cell_start",
-              "cell_off", "scale", "offset", "low", "high")
-
-# Input dtypes the kernels read directly (native byte order); the caller converts the rest.
-INPUT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                           np.uint16, np.uint32, np.uint64, np.float32,
-                                           np.float64))
+from .codes import (ERR_BINARY, ERR_NONFINITE, ERR_NOT_INT, ERR_OK, ERR_OVERFLOW,  # noqa: F401
+                    ERR_RANGE, ERROR_CODES, INPUT_DTYPES, KIND_BINARY, KIND_BOX, KIND_IDS,
+                    KIND_MULTI, KINDS, LAYOUT_CELL, LAYOUT_PLANE, LAYOUTS, PLAN_ITEMS)
 
 _INT64_MAX = np.iinfo(np.int64).max
 

@@ -16,7 +16,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t, intptr_t
 from libc.string cimport memcpy, memset
 
-from fastrl._byteorder cimport (any_nonfinite_f32, store_fence, convert_f64_f32_le,
+from fastrl._kernels._byteorder cimport (any_nonfinite_f32, store_fence, convert_f64_f32_le,
                                  copy_f32_le, store_f32_le, store_i32_le)
 
 cnp.import_array()

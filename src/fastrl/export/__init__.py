@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _format as F
-from ._stager import Layout, Stager
-from .errors import EpisodeError, FastrlError
-from .writer import BatchWriter
+from .. import _format as F
+from .._batch.stager import Layout, Stager
+from ..errors import EpisodeError, FastrlError
+from ..writer import BatchWriter
 
 try:  # optional fast JSON parser
     import orjson as _orjson
@@ -228,7 +228,7 @@ def _unspill(path: str, layout) -> dict:
 
 def load_spec(spec):
     """An ObsSpec from a JSON file path or a parsed dict (SpecError/FastrlError otherwise)."""
-    from .spec import ObsSpec
+    from ..spec import ObsSpec
     if isinstance(spec, dict):
         return ObsSpec.from_json(spec)
     try:
@@ -267,7 +267,7 @@ def _worker_tools(opts: _Options):
     if key not in _WORKER_CACHE:
         spec = None
         if opts.spec_json is not None:
-            from .spec import ObsSpec
+            from ..spec import ObsSpec
             spec = ObsSpec.from_json(opts.spec_json)
         enc = _load_encoder(opts.encoder) if opts.encoder else None
         _WORKER_CACHE.clear()
@@ -656,7 +656,7 @@ def _results(tasks, opts, pool, writer):
 def _cmd_export(args) -> int:
     if args.ray:
         try:
-            from .ray import cmd_export_ray
+            from ..ray import cmd_export_ray
         except ImportError as exc:
             print(f"fastrl export --ray: {exc}", file=sys.stderr)
             return 1
