@@ -32,6 +32,10 @@ OPTIONAL_COLUMNS = {
 # The episode offset index has one row per episode plus one (the end), not one per transition.
 EPISODE_INDEX = ("episode_index", "episode_index.int64.bin", np.dtype("<i8"))
 
+# The observation after each episode's last step (what bootstraps an episode cut by a time
+# limit): one row per episode, obsDim wide.
+FINAL_OBS = ("final_obs", "final_obs.float32.bin", np.dtype("<f4"))
+
 ALL_COLUMNS = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 COLUMN_ORDER = ("obs", "actions", "rewards", "masks", "dones", "values", "logprobs", "truncated")
 

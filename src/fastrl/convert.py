@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _kernels
 from .dataset import open_dataset
-from .reader import read_meta
+from ._batch.meta import read_meta
 
 __all__ = ["to_npz", "info", "format_info"]
 
@@ -126,9 +126,9 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
     Every decoded column is checked against its recorded CRC32 first."""
     from ._batch.columnset import write_json
     from ._batch.commit import TempFolder
-    from .dataset import batch_parts
+    from ._batch.meta import batch_parts, column_layout, meta_problems, size_problems
     from .errors import BatchFormatError
-    from .reader import column_layout, meta_problems, open_columns, size_problems
+    from .reader import open_columns
 
     path = Path(path)
     top = read_meta(path)

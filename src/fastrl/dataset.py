@@ -15,62 +15,10 @@ import numpy as np
 
 from . import _format as F
 from .errors import BatchFormatError
-from .reader import Batch, EpisodeView, load_batch, meta_problems, read_meta
+from ._batch.meta import batch_parts, check_shard_chain
+from .reader import Batch, EpisodeView, load_batch
 
-__all__ = ["open_dataset", "Dataset", "batch_parts"]
-
-
-def batch_parts(path: Path) -> list[Path]:
-    """Folders readable by ``load_batch`` that make up the batch at ``path`` (the batch itself, or
-    its shards in manifest order)."""
-    meta = read_meta(path)
-    if meta.get("sharded") is not True:
-        return [path]
-    probs = meta_problems(meta)
-    if probs:
-        raise BatchFormatError(f"{path}: " + "; ".join(probs))
-    shards = meta.get("shards")
-    if not isinstance(shards, list) or not shards:
-        raise BatchFormatError(f"{path}/meta.json: sharded batch without a shard list")
-    out = []
-    for s in shards:
-        name = s.get("path") if isinstance(s, dict) else None
-        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") \
-                or not name.startswith("shard_"):
-            raise BatchFormatError(f"{path}/meta.json: bad shard entry {s!r}")
-        out.append(path / name)
-    if len(set(out)) != len(out):
-        raise BatchFormatError(f"{path}/meta.json: a shard is listed twice")
-    return out
-
-
-def shard_record_problem(shard_meta: dict, index: int, first_row: int,
-                         first_episode: int) -> str | None:
-    """Why a shard's own ``shard`` record does not continue the chain at this place, or None."""
-    rec = shard_meta.get("shard")
-    want = {"index": index, "firstRow": first_row, "firstEpisode": first_episode}
-    if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in want.items()):
-        return f"shard record {rec!r} does not continue the manifest's chain (expected {want})"
-    return None
-
-
-def check_shard_chain(path: Path, batches: list) -> None:
-    """The opened shards of the sharded batch at ``path`` must be the manifest's, in order:
-    each shard's own ``shard`` record (index, first row, first episode) continues the previous
-    one and the totals equal the manifest's. A dropped, repeated or reordered entry is an
-    error, never fewer or shuffled transitions."""
-    manifest = read_meta(path)
-    rows = eps = 0
-    for k, b in enumerate(batches):
-        problem = shard_record_problem(b.meta, k, rows, eps)
-        if problem:
-            raise BatchFormatError(f"{b.path}: {problem}")
-        rows += b.count
-        eps += b.num_episodes
-    if (rows, eps) != (manifest.get("count"), manifest.get("episodes")):
-        raise BatchFormatError(f"{path}: shards hold {rows} transitions / {eps} episodes, the "
-                               f"manifest says {manifest.get('count')} / "
-                               f"{manifest.get('episodes')}")
+__all__ = ["open_dataset", "Dataset"]
 
 
 def _expand(p: Path) -> list[tuple[Path, list[Path]]]:

@@ -58,7 +58,7 @@ def is_remote(url) -> bool:
     return text.split("://", 1)[0].lower() not in ("file", "local")
 
 
-def _local_path(url) -> Path:
+def local_path(url) -> Path:
     text = os.fspath(url) if isinstance(url, os.PathLike) else str(url)
     for prefix in ("file://", "local://"):
         if text.startswith(prefix):
@@ -66,7 +66,7 @@ def _local_path(url) -> Path:
     return Path(text)
 
 
-def _fs(url: str, fs_options: dict | None):
+def filesystem(url: str, fs_options: dict | None):
     """(filesystem, path without protocol) for a remote URL; a clear ImportError when fsspec or
     the protocol's package (s3fs, gcsfs, ...) is missing."""
     try:
@@ -82,7 +82,7 @@ def _fs(url: str, fs_options: dict | None):
     return fs, path.rstrip("/")
 
 
-def _join(url: str, *names: str) -> str:
+def join_url(url: str, *names: str) -> str:
     return "/".join([str(url).rstrip("/"), *names])
 
 
@@ -95,14 +95,14 @@ def _listing(fs, path: str) -> dict:
     """One recursive listing of ``path``: first-level name -> {path below it: info}.
     (One paginated LIST on an object store: about objects / 1000 requests.)"""
     out: dict = {}
-    for rel, info in _files_under(fs, path).items():
+    for rel, info in files_under(fs, path).items():
         top, _, rest = rel.partition("/")
         if rest:
             out.setdefault(top, {})[rest] = info
     return out
 
 
-def _files_under(fs, path: str) -> dict:
+def files_under(fs, path: str) -> dict:
     """Relative file path -> info for every object under ``path`` (one listing of that prefix
     only)."""
     try:
@@ -152,8 +152,7 @@ def _local_problems(path: Path) -> list[str]:
 def _batch_files(src: Path) -> tuple[list[str], list[str], str]:
     """(data files, shard meta.json files, top meta.json) of the local batch ``src``, as paths
     relative to it, in upload order. Hidden files (``.owner``...) are never uploaded."""
-    from .dataset import batch_parts
-    from .reader import read_meta
+    from ._batch.meta import batch_parts, read_meta
     meta = read_meta(src)
     parts = batch_parts(src) if meta.get("sharded") is True else [src]
     data, metas = [], []
@@ -179,22 +178,10 @@ def _copy_local(src: Path, root: Path, name: str, files: list[str]) -> Path:
             shutil.copyfile(src / rel, dst)
             with open(dst, "rb+") as f:
                 os.fsync(f.fileno())
-        for dirpath, _, _ in os.walk(tmp.path):
-            fsync_dir(Path(dirpath))
-        if os.path.lexists(final):
-            raise FileExistsError(f"{final} exists (an uncommitted leftover? see "
-                                  "fastrl.storage.clean_incomplete)")
-        os.rename(tmp.path, final)
+        return tmp.commit_as(final)
     except BaseException:
         tmp.discard()
         raise
-    try:
-        os.unlink(final / F.OWNER_FILE)
-    except OSError:
-        pass
-    tmp._release_owner()
-    fsync_dir(root)
-    return final
 
 
 # -- public API -----------------------------------------------------------------------------
@@ -212,7 +199,7 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     refused (FileExistsError). A local ``remote_root`` gets a copy made in a hidden temporary
     folder and renamed, like every local batch.
     """
-    from .reader import read_meta
+    from ._batch.meta import read_meta
     src = Path(local_batch_path)
     read_meta(src)  # BatchFormatError when not a committed batch
     if verify:
@@ -225,7 +212,7 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     local_meta = (src / top).read_bytes()
 
     if not is_remote(remote_root):
-        root = _local_path(remote_root)
+        root = local_path(remote_root)
         root.mkdir(parents=True, exist_ok=True)
         final = root / name
         if (final / F.META_FILE).exists():
@@ -234,8 +221,8 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
             raise FileExistsError(f"{final} exists and is another batch (batches are immutable)")
         return str(_copy_local(src, root, name, data + metas + [top]))
 
-    fs, root = _fs(str(remote_root), fs_options)
-    url = _join(str(remote_root), name)
+    fs, root = filesystem(str(remote_root), fs_options)
+    url = join_url(str(remote_root), name)
     dest = f"{root}/{name}"
     try:
         remote_meta = fs.cat_file(f"{dest}/{F.META_FILE}")
@@ -257,7 +244,7 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     put(data)    # 1. every column file (concurrently where the filesystem can)
     put(metas)   # 2. every shard's own meta.json
     # 3. check that everything arrived, then commit by writing the manifest
-    listed = _files_under(fs, dest)
+    listed = files_under(fs, dest)
     missing = [r for r in data + metas
                if r not in listed or (listed[r].get("size") is not None
                                       and listed[r]["size"] != (src / r).stat().st_size)]
@@ -280,17 +267,17 @@ def list_batches(remote_root, fs_options: dict | None = None) -> list[str]:
     """URLs of the committed batches in ``remote_root`` (prefixes ``batch_*`` holding a
     top-level ``meta.json``), sorted by name, i.e. by commit time. Local roots: paths."""
     if not is_remote(remote_root):
-        root = _local_path(remote_root)
+        root = local_path(remote_root)
         if not root.is_dir():
             return []
         names = sorted(e.name for e in os.scandir(root)
                        if e.name.startswith(F.BATCH_PREFIX) and e.is_dir()
                        and os.path.exists(os.path.join(e.path, F.META_FILE)))
         return [str(root / n) for n in names]
-    fs, root = _fs(str(remote_root), fs_options)
+    fs, root = filesystem(str(remote_root), fs_options)
     names = sorted(top for top, files in _listing(fs, root).items()
                    if top.startswith(F.BATCH_PREFIX) and F.META_FILE in files)
-    return [_join(str(remote_root), n) for n in names]
+    return [join_url(str(remote_root), n) for n in names]
 
 
 def default_cache_dir() -> Path:
@@ -311,8 +298,7 @@ def _cache_key(url: str) -> str:
 def _sizes_ok(path: Path) -> bool:
     """Cheap completeness check of a cached copy: meta.json readable, every column file of
     every part present with its exact size (no data read)."""
-    from .dataset import batch_parts
-    from .reader import column_layout, meta_problems, read_meta, size_problems
+    from ._batch.meta import batch_parts, column_layout, meta_problems, read_meta, size_problems
     try:
         for part in batch_parts(path):
             meta = read_meta(part)
@@ -336,7 +322,7 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
     sizes are checked); ``refresh=True`` downloads again.
     """
     if not is_remote(url):
-        path = _local_path(url)
+        path = local_path(url)
         if not (path / F.META_FILE).is_file():
             raise BatchFormatError(f"{path}: no meta.json (not a batch, or not committed)")
         return path
@@ -349,7 +335,7 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
             return final
         _remove_cached(final, cache)
     clean_stale(cache)
-    fs, rpath = _fs(url, fs_options)
+    fs, rpath = filesystem(url, fs_options)
     name = rpath.rsplit("/", 1)[-1]
     tmp = TempFolder(cache, kind="fetch")
     try:
@@ -358,7 +344,7 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
             top_meta = fs.cat_file(f"{rpath}/{F.META_FILE}")
         except FileNotFoundError:
             raise BatchFormatError(f"{url}: no meta.json (not a batch, or not committed)") from None
-        files = _files_under(fs, rpath)
+        files = files_under(fs, rpath)
         rels = sorted(r for r in files if r != F.META_FILE
                       and not any(p.startswith(".") for p in r.split("/")))
         for d in sorted({os.path.dirname(r) for r in rels}):
@@ -407,13 +393,13 @@ def open_remote_dataset(remote_root_or_urls, cache_dir=None, fs_options: dict | 
     single = isinstance(remote_root_or_urls, (str, os.PathLike))
     sources = [remote_root_or_urls] if single else list(remote_root_or_urls)
     if single and not is_remote(remote_root_or_urls):
-        return open_dataset(_local_path(remote_root_or_urls))
+        return open_dataset(local_path(remote_root_or_urls))
     paths = []
     for src in sources:
         if not is_remote(src):
-            paths.append(_local_path(src))
+            paths.append(local_path(src))
             continue
-        fs, p = _fs(str(src), fs_options)
+        fs, p = filesystem(str(src), fs_options)
         urls = [str(src)] if fs.exists(f"{p}/{F.META_FILE}") else list_batches(src, fs_options)
         paths += [fetch_batch(u, cache_dir, fs_options) for u in urls]
     return open_dataset(paths)
@@ -432,7 +418,7 @@ def clean_incomplete(remote_root, *, grace_s: float = DEFAULT_GRACE_S, dry_run: 
     now = time.time()
     out = []
     if not is_remote(remote_root):
-        root = _local_path(remote_root)
+        root = local_path(remote_root)
         if not root.is_dir():
             return []
         stale = stale_temp_folders(root)
@@ -451,7 +437,7 @@ def clean_incomplete(remote_root, *, grace_s: float = DEFAULT_GRACE_S, dry_run: 
                     shutil.rmtree(e.path, ignore_errors=True)
                 out.append(e.path)
         return out
-    fs, root = _fs(str(remote_root), fs_options)
+    fs, root = filesystem(str(remote_root), fs_options)
     for top, files in sorted(_listing(fs, root).items()):
         if not top.startswith(F.BATCH_PREFIX) or F.META_FILE in files:
             continue
@@ -461,7 +447,7 @@ def clean_incomplete(remote_root, *, grace_s: float = DEFAULT_GRACE_S, dry_run: 
                 continue  # too young, or age unknown: leave it
         if not dry_run:
             fs.rm(f"{root}/{top}", recursive=True)
-        out.append(_join(str(remote_root), top))
+        out.append(join_url(str(remote_root), top))
     return out
 
 
@@ -511,7 +497,7 @@ def _cmd_ls(args) -> int:
 def _cmd_fetch(args) -> int:
     urls = [args.url]
     if is_remote(args.url):
-        fs, p = _fs(args.url, args.fs_options)
+        fs, p = filesystem(args.url, args.fs_options)
         if not fs.exists(f"{p}/{F.META_FILE}"):
             urls = list_batches(args.url, args.fs_options)
     for url in urls:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._batch import commit
 from . import _format as F
+from ._batch import commit
+from ._batch.meta import (batch_parts, checksum_problems, column_layout, episode_starts_from,
+                          index_problems, meta_problems, read_meta, shard_record_problem,
+                          size_problems)
 from .errors import BatchFormatError
-from .reader import (checksum_problems, column_layout, episode_starts_from, index_problems,
-                     meta_problems, open_columns, read_meta, size_problems)
+from .reader import open_columns
 
 __all__ = ["validate"]
 
@@ -91,7 +93,6 @@ def _stale_problems(root: Path) -> list[str]:
 
 def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
     """A sharded batch: the manifest's shard list and totals, then every shard as a batch."""
-    from .dataset import batch_parts, shard_record_problem
     try:
         parts = batch_parts(path)
     except BatchFormatError as exc:
@@ -112,10 +113,6 @@ def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
         problem = shard_record_problem(m, index, rows, episodes)
         if problem:
             probs.append(f"{part.name}: meta.json {problem}")
-        if entry.get("firstRow") != rows or entry.get("firstEpisode") != episodes:
-            probs.append(f"{part.name}: manifest firstRow/firstEpisode "
-                         f"{entry.get('firstRow')!r}/{entry.get('firstEpisode')!r}, expected "
-                         f"{rows}/{episodes}")
         rows += m.get("count", 0) if isinstance(m.get("count"), int) else 0
         episodes += m.get("episodes", 0) if isinstance(m.get("episodes"), int) else 0
     if not probs and (rows, episodes) != (meta["count"], meta["episodes"]):

@@ -126,13 +126,33 @@ class TempFolder:
             for dirpath, _, _ in os.walk(self.path):
                 fsync_dir(Path(dirpath))
         final = commit_rename(self.path, self.root, prefix, fsync=fsync)
+        self._finish(final)
+        return final
+
+
+    def commit_as(self, final: Path, fsync: bool = True) -> Path:
+        """Rename the folder to exactly ``final`` (in the same root; FileExistsError when it
+        exists), with the same flushing as :meth:`commit`; return ``final``."""
+        final = Path(final)
+        if fsync:
+            for dirpath, _, _ in os.walk(self.path):
+                fsync_dir(Path(dirpath))
+        if os.path.lexists(final):
+            raise FileExistsError(f"{final} exists (an uncommitted leftover? see "
+                                  "fastrl.storage.clean_incomplete)")
+        os.rename(self.path, final)
+        self._finish(final)
+        if fsync:
+            fsync_dir(final.parent)
+        return final
+
+    def _finish(self, final: Path) -> None:
         try:
             os.unlink(final / F.OWNER_FILE)
         except OSError:
             pass
         self._release_owner()
         self.path = final
-        return final
 
 
 def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX, fsync: bool = True) -> Path:

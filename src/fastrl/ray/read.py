@@ -36,14 +36,15 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 
 from .. import _format as F
 from .. import storage as _storage
+from .._batch.meta import (manifest_shards, meta_columns, meta_problems, parse_meta, read_meta,
+                           shard_record_problem)
 from ..errors import BatchFormatError, EpisodeError, FastrlError
+from ..reader import load_batch
 
 __all__ = ["read_dataset", "export_ray", "plan_parts", "FastrlDatasource", "PartInfo",
            "cmd_export_ray"]
 
 _BLOCK_BYTES = 64 << 20       # a read task yields blocks of about this size
-# obs, actions, rewards, masks, dones, values, logprobs, truncated
-_TRANSITION_COLUMNS = F.COLUMN_ORDER
 
 
 # -- planning the read --------------------------------------------------------------------------
@@ -78,35 +79,19 @@ class PartInfo:
 
 def _read_meta_any(url: str, fs_options) -> dict:
     """meta.json of a local or remote folder (BatchFormatError when absent or not valid)."""
-    from ..reader import read_meta
     if not _storage.is_remote(url):
-        return read_meta(_storage._local_path(url))
-    import json
-    fs, p = _storage._fs(url, fs_options)
+        return read_meta(_storage.local_path(url))
+    fs, p = _storage.filesystem(url, fs_options)
     try:
         raw = fs.cat_file(f"{p}/{F.META_FILE}")
     except FileNotFoundError:
         raise BatchFormatError(f"{url}/meta.json: missing (not a batch, or not committed)") \
             from None
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise BatchFormatError(f"{url}/meta.json: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise BatchFormatError(f"{url}/meta.json: must hold a JSON object")
-    return meta
-
-
-def _meta_columns(meta: dict) -> tuple:
-    listed = meta.get("columns")
-    if isinstance(listed, dict):
-        return tuple(c for c in _TRANSITION_COLUMNS if c in listed)
-    return tuple(F.REQUIRED_COLUMNS)  # other producers: the five required ones
+    return parse_meta(raw, f"{url}/meta.json")
 
 
 def _batch_parts(batch: str, fs_options) -> tuple[dict, list[PartInfo]]:
     """The manifest (or plain meta) of ``batch`` and its parts, from meta.json files only."""
-    from ..reader import meta_problems
     meta = _read_meta_any(batch, fs_options)
     probs = meta_problems(meta)
     if probs:
@@ -115,34 +100,14 @@ def _batch_parts(batch: str, fs_options) -> tuple[dict, list[PartInfo]]:
         stats = {k: meta.get(k) for k in ("episodeLength", "episodeReturn")}
         return meta, [PartInfo(batch, batch, None, 0, 0, meta["count"], meta["episodes"],
                                stats={k: v for k, v in stats.items() if v is not None},
-                               columns=_meta_columns(meta))]
-    shards = meta.get("shards")
-    if not isinstance(shards, list) or not shards:
-        raise BatchFormatError(f"{batch}/meta.json: sharded batch without a shard list")
-    parts, rows, eps, seen = [], 0, 0, set()
-    for k, s in enumerate(shards):
-        name = s.get("path") if isinstance(s, dict) else None
-        if not isinstance(name, str) or "/" in name or "\\" in name \
-                or not name.startswith("shard_") or name in seen:
-            raise BatchFormatError(f"{batch}/meta.json: bad shard entry {s!r}")
-        seen.add(name)
-        count, n_eps = s.get("count"), s.get("episodes")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                   for v in (count, n_eps)) \
-                or s.get("firstRow") != rows or s.get("firstEpisode") != eps:
-            raise BatchFormatError(f"{batch}/meta.json: shard entry {k} ({name}) does not "
-                                   f"continue the chain (expected firstRow {rows}, "
-                                   f"firstEpisode {eps})")
-        parts.append(PartInfo(batch, _storage._join(batch, name), k, rows, eps, count, n_eps,
+                               columns=meta_columns(meta))]
+    parts = []
+    for k, s in enumerate(manifest_shards(meta, f"{batch}/meta.json")):
+        parts.append(PartInfo(batch, _storage.join_url(batch, s["path"]), k, s["firstRow"],
+                              s["firstEpisode"], s["count"], s["episodes"],
                               stats=s.get("stats") if isinstance(s.get("stats"), dict) else {}))
-        rows += count
-        eps += n_eps
-    if (rows, eps) != (meta["count"], meta["episodes"]):
-        raise BatchFormatError(f"{batch}/meta.json: shards hold {rows}/{eps} transitions/"
-                               f"episodes, the manifest says {meta['count']}/{meta['episodes']}")
     # Every shard of one batch comes from one writer: the first shard's column list holds for all.
-    first = _read_meta_any(parts[0].part, fs_options)
-    cols = _meta_columns(first)
+    cols = meta_columns(_read_meta_any(parts[0].part, fs_options))
     for p in parts:
         p.columns = cols
     return meta, parts
@@ -152,13 +117,13 @@ def _expand_source(src, fs_options) -> list[str]:
     """Batch paths/URLs of a source: a batch (has meta.json) or a root of batches."""
     text = str(src)
     if not _storage.is_remote(text):
-        path = _storage._local_path(text)
+        path = _storage.local_path(text)
         if (path / F.META_FILE).exists():
             return [str(path)]
         if not path.is_dir():
             raise BatchFormatError(f"{path}: not a folder")
         return _storage.list_batches(path)
-    fs, p = _storage._fs(text, fs_options)
+    fs, p = _storage.filesystem(text, fs_options)
     if fs.exists(f"{p}/{F.META_FILE}"):
         return [text.rstrip("/")]
     return _storage.list_batches(text, fs_options)
@@ -191,32 +156,28 @@ def plan_parts(root_or_urls, *, fs_options=None) -> list[PartInfo]:
 def _open_part(info: PartInfo, fs_options, tmpdirs: list):
     """load_batch of the part (downloaded to a private temp dir when remote), checked against
     what the manifest says about it."""
-    from ..reader import load_batch
     path = info.part
     remote = _storage.is_remote(path)
     if remote:
-        fs, rpath = _storage._fs(path, fs_options)
+        fs, rpath = _storage.filesystem(path, fs_options)
         tmp = tempfile.mkdtemp(prefix="fastrl-ray-part-")
         tmpdirs.append(tmp)
-        rels = [r for r in _storage._files_under(fs, rpath)
+        rels = [r for r in _storage.files_under(fs, rpath)
                 if "/" not in r and not r.startswith(".")]
         if F.META_FILE not in rels:
             raise BatchFormatError(f"{path}: no meta.json")
         fs.get([f"{rpath}/{r}" for r in rels], [os.path.join(tmp, r) for r in rels])
         local = Path(tmp)
     else:
-        local = _storage._local_path(path)
+        local = _storage.local_path(path)
     b = load_batch(local, verify=remote)  # a download is checked against its CRC-32s
     if (b.count, b.num_episodes) != (info.count, info.episodes):
         raise BatchFormatError(f"{path}: holds {b.count}/{b.num_episodes} transitions/episodes, "
                                f"its batch's manifest says {info.count}/{info.episodes}")
     if info.shard is not None:
-        rec = b.meta.get("shard")
-        want = {"index": info.shard, "firstRow": info.first_row,
-                "firstEpisode": info.first_episode}
-        if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in want.items()):
-            raise BatchFormatError(f"{path}: shard record {rec!r} does not continue the "
-                                   f"manifest's chain (expected {want})")
+        problem = shard_record_problem(b.meta, info.shard, info.first_row, info.first_episode)
+        if problem:
+            raise BatchFormatError(f"{path}: {problem}")
     return b
 
 
@@ -326,7 +287,7 @@ def read_dataset(root_or_urls, *, filter=None, columns=None, fs_options=None,
     obs_dim, mask_dim = meta0["obsDim"], meta0["maskDim"]
     available = set.intersection(*(set(p.columns) for p in parts))
     if columns is None:
-        columns = tuple(c for c in _TRANSITION_COLUMNS if c in available)
+        columns = tuple(c for c in F.COLUMN_ORDER if c in available)
     else:
         columns = tuple(columns)
         bad = [c for c in columns if c != "index" and c not in available]
