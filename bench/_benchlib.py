@@ -231,7 +231,7 @@ class Workload:
     @functools.cached_property
     def state_dicts(self) -> list:
         """The same states as JSON-parsed dicts: read back from the export workload's files."""
-        from fastrl.export import _loads
+        from fastrl.export.parse import loads as _loads
         states = []
         for p in self.jsonl_files:
             for line in p.read_bytes().split(b"\n"):

@@ -74,11 +74,11 @@ def test_workers_and_repeat_byte_identical(tmp_path, rng):
 
 
 def test_jsonl_split_into_tasks(tmp_path, rng, monkeypatch):
-    from fastrl import export as ex
+    from fastrl.export import parse
     src = write_dir(tmp_path / "eps", rng, n_files=2, per_file=40)
     ref = export_episodes(src, tmp_path / "o1")
-    monkeypatch.setattr(ex, "_TASK_BYTES", 500)
-    assert len(ex._make_tasks(ex.find_episode_files(src))) > 5
+    monkeypatch.setattr(parse, "TASK_BYTES", 500)
+    assert len(parse.make_tasks(parse.find_episode_files(src))) > 5
     small = export_episodes(src, tmp_path / "o2", workers=2)
     assert bins(ref.path) == bins(small.path)
     # error line numbers stay absolute across task boundaries

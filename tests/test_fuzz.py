@@ -30,7 +30,7 @@ import fastrl
 from fastrl import _kernels as _backend
 from fastrl import _format as F
 from fastrl.errors import BatchFormatError, EpisodeError, FastrlError
-from fastrl.export import _loads as export_loads
+from fastrl.export.parse import loads as export_loads
 from fastrl.export import export_episodes
 
 FULL = os.environ.get("FASTRL_FULL", "").strip().lower() in ("1", "true", "yes", "on")

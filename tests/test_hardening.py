@@ -465,8 +465,9 @@ def test_enospc_real_tmpfs(small_tmpfs, flush_bytes, shard_bytes):
 
 
 def test_enospc_at_writer_creation_leaves_nothing(small_tmpfs):
-    """BatchWriter() on a full disk: a clear ENOSPC naming the root, no temp folder left
-    (regression: the half-made folder stayed, its lock fd leaked)."""
+    """A writer on a full disk: a clear ENOSPC naming the root when its temporary folder is
+    made (at the first episode), no temp folder left (regression: the half-made folder stayed,
+    its lock fd leaked)."""
     root = small_tmpfs / "root"
     root.mkdir()
     with open(small_tmpfs / "filler", "wb", buffering=0) as f:
@@ -476,8 +477,9 @@ def test_enospc_at_writer_creation_leaves_nothing(small_tmpfs):
                 f.flush()
         except OSError:
             pass
+        w = fastrl.BatchWriter(root, n_actions=4)
         with pytest.raises(OSError) as ei:
-            fastrl.BatchWriter(root, n_actions=4)
+            w.add_episode(**next(_big_episodes(n=1, T=10)))
         assert ei.value.errno == errno.ENOSPC and str(root) in str(ei.value)
         os.ftruncate(f.fileno(), 0)
     _assert_nothing_left(root)
@@ -535,12 +537,12 @@ def test_eio_at_close(tmp_path, monkeypatch, target):
     """EIO while finishing (fsync of a column, or writing meta.json): OSError with its errno,
     nothing left behind."""
     from fastrl._batch import columnset as _columnset
-    from fastrl import writer as writer_mod
+    from fastrl._batch import engine as engine_mod
     if target == "fsync":
         monkeypatch.setattr(os, "fsync", _eio)
     else:
         monkeypatch.setattr(_columnset, "write_json", _eio)
-        monkeypatch.setattr(writer_mod, "write_json", _eio)
+        monkeypatch.setattr(engine_mod, "write_json", _eio)
     root = tmp_path / "root"
     with pytest.raises(OSError) as ei:
         with fastrl.BatchWriter(root, n_actions=4) as w:

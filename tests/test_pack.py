@@ -124,7 +124,7 @@ def test_dense_mask_value_error_and_first_error_wins():
     ({"legal": [[0], [1], [[2]]]}, "flat list"),
     ({"legal": None, "mask": np.ones((3, 5))}, "numActions=10"),
     ({"legal": None, "mask": np.full((3, 10), 3)}, "not 0 or 1"),
-    ({"legal": None}, "exactly one of mask"),
+    ({"mask": np.ones((3, 10))}, "not both"),
     ({"actions": np.array([2 ** 40, 0, 0])}, "outside [0, 10)"),
 ])
 def test_shape_and_type_errors(backend, bad, msg):

@@ -111,7 +111,7 @@ def test_cmd_export_ray(ray_cluster, episodes_dir, local_export, tmp_path, capsy
     """What ``fastrl export --ray --ray-tasks 2`` runs (the flags are added to export.py)."""
     import argparse
 
-    from fastrl.export import register
+    from fastrl.cli.export import register
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     spec = tmp_path / "spec.json"

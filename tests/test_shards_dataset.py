@@ -9,7 +9,7 @@ import pytest
 
 import fastrl
 from fastrl.errors import BatchFormatError
-from fastrl.export import parse_size
+from fastrl.cli.export import parse_size
 
 from conftest import random_episode
 from test_writer import seed_loader

@@ -10,7 +10,7 @@ Public API (see README.md and docs/FORMAT.md):
   (``FASTRL_PURE_NUMPY=1`` forces NumPy).
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import _kernels
 from .convert import decompress, info, to_npz

@@ -82,16 +82,3 @@ def run_demo(workdir="fastrl-demo", episodes=300, seed=0, workers=None) -> int:
     print(_TORCH_SNIPPET.format(root=res.path, obs_dim=game_spec().dim))
     print(f"\ndemo finished in {time.perf_counter() - t_start:.1f} s")
     return 0
-
-
-def _cmd_demo(args) -> int:
-    return run_demo(args.dir, episodes=args.episodes, seed=args.seed, workers=args.workers)
-
-
-def register(sub) -> None:
-    p = sub.add_parser("demo", help="bot -> export -> validate -> info on the built-in game")
-    p.add_argument("--dir", default="fastrl-demo", help="working folder (default: fastrl-demo)")
-    p.add_argument("--episodes", type=int, default=300, help="games to play (default 300)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="export processes (default: 2)")
-    p.set_defaults(func=_cmd_demo)

@@ -1,54 +1,33 @@
 """``BatchWriter``: the streaming writer bot harnesses use to produce a batch folder.
 
-Episodes are checked, packed by the active kernel into in-memory column buffers of bounded size
-(``flush_bytes``), and appended to the column files of a hidden temporary folder whenever the
-buffers fill. ``close()`` writes the episode index and ``meta.json`` last, fsyncs, and renames the
-folder to ``batch_<ms>`` atomically: a crash or an exception never leaves a complete-looking batch.
+A thin face over the write engine (:mod:`fastrl._batch.engine`): it checks arguments, fixes the
+batch layout from the first episode, turns single steps (``add_step``) and steps of vector
+environments (``add_steps``) into whole episodes, and serializes calls from several threads. The
+engine packs episodes into bounded in-memory buffers, appends them to the column files of a hidden
+temporary folder on a background thread, and commits the folder as ``batch_<ms>`` atomically:
+a crash or an exception never leaves a complete-looking batch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from . import _format as F
-from ._batch.columnset import ColumnSet, iso_utc_now, write_json
-from ._batch.commit import TempFolder, clean_stale
-from ._batch.stager import Layout, Stager
+from ._batch.columnset import iso_utc_now
+from ._batch.commit import clean_stale
+from ._batch.engine import NotOwnerError, WriteEngine, base_meta, codec_map
+from ._batch.stager import Layout
+from ._batch.vector import VectorEpisodes
 from .errors import EpisodeError
 
-__all__ = ["BatchWriter", "iso_utc_now"]
+__all__ = ["BatchWriter", "NotOwnerError", "iso_utc_now"]
 
-SHARD_PREFIX = "shard_"
-
-
-def _codec_map(compression) -> dict:
-    """``compression`` argument -> {column: codec} (checked; zstd must be installed)."""
-    from ._batch.codecs import resolve
-    if compression is None:
-        return {}
-    columns = list(F.ALL_COLUMNS) + [F.EPISODE_INDEX[0]]
-    if isinstance(compression, str):
-        if compression == "packbits":
-            raise ValueError("'packbits' applies to masks only: compression={'masks': 'packbits'}")
-        return {c: resolve(compression) for c in columns}
-    if not isinstance(compression, dict):
-        raise ValueError(f"compression must be None, a codec name or a dict, not {compression!r}")
-    out = {}
-    for col, codec in compression.items():
-        if col not in columns:
-            raise ValueError(f"compression: unknown column {col!r} (columns: {', '.join(columns)})")
-        if codec is None:
-            continue
-        if codec == "packbits" and col != "masks":
-            raise ValueError(f"compression: 'packbits' applies to masks only, not {col!r}")
-        out[col] = resolve(codec)
-    return out
+PARTIAL_MODES = ("truncate", "drop")
 
 
 class BatchWriter:
@@ -58,7 +37,8 @@ class BatchWriter:
     ----------
     root : output root folder (created if missing); default ``data/binary``.
     n_actions : the game's action count. Inferred from the first dense mask when omitted; required
-        when masks come as legal-id lists.
+        when masks come as legal-id lists, and for episodes without masks (every action legal:
+        all-ones masks of ``n_actions`` columns are stored).
     obs_dim : observation width (float32 values per transition). Inferred from the first episode's
         obs, or from ``spec.dim``.
     spec : an :class:`fastrl.ObsSpec`; episodes may then give raw ``states`` instead of ``obs``,
@@ -84,19 +64,31 @@ class BatchWriter:
     meta : extra JSON-serializable user metadata, stored under ``"user"`` in meta.json.
     threads : kernel threads (default: ``FASTRL_NUM_THREADS``/``OMP_NUM_THREADS``/available CPUs).
 
-    Whether the batch has ``values``/``logprobs`` columns follows the first episode; later
-    episodes must agree. A rejected episode (``EpisodeError``) leaves the writer as it was.
+    partial : what :meth:`close` does with vector-environment episodes still open
+        (:meth:`add_steps`): ``"truncate"`` (default) stores them, flagged truncated; ``"drop"``
+        discards them.
+
+    Whether the batch has ``values``/``logprobs``/``final_obs`` columns follows the first episode;
+    later episodes must agree. A rejected episode (``EpisodeError``) leaves the writer as it was.
     Used as a context manager, the batch is committed on normal exit and discarded on an exception.
+
+    Threads: every method takes one lock, so calls from several threads serialize and each
+    episode stays contiguous; :meth:`add_step`/:meth:`end_episode` keep one open episode per
+    thread. Processes: only the process that created the writer can add to, commit or discard
+    its batch; in a forked child (multiprocessing on Linux) adding raises ``NotOwnerError`` and
+    leaving a ``with`` block, ``close``, ``abort``, garbage collection and exiting leave the
+    parent's batch untouched.
     """
+
 
     def __init__(self, root: str | os.PathLike = "data/binary", *, n_actions: int | None = None,
                  obs_dim: int | None = None, spec=None, mask_pad: int | None = None,
                  flush_bytes: int = F.DEFAULT_FLUSH_BYTES, shard_bytes: int | None = None,
                  compression=None, compression_level: int | None = None,
                  checksum: bool = True, fsync: bool = True, meta: dict | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, partial: str = "truncate"):
         self.root = Path(root)
-        self._spec = spec
+        self.spec = spec
         if spec is not None:
             if obs_dim is not None and obs_dim != spec.dim:
                 raise ValueError(f"obs_dim={obs_dim} disagrees with spec.dim={spec.dim}")
@@ -111,12 +103,13 @@ class BatchWriter:
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
                                   or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if partial not in PARTIAL_MODES:
+            raise ValueError(f"partial must be one of {PARTIAL_MODES}, got {partial!r}")
         if meta is not None:
-            try:
-                json.dumps(meta)  # fail now, not at close
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"meta must be JSON-serializable: {exc}") from None
-        self._codecs = _codec_map(compression)
+            problem = user_meta_problem(meta)
+            if problem:  # fail now, not at close
+                raise ValueError(f"meta: {problem}")
+        self._codecs = codec_map(compression)
         self._level = compression_level
         self.n_actions = None if n_actions is None else int(n_actions)
         self.obs_dim = None if obs_dim is None else int(obs_dim)
@@ -124,158 +117,189 @@ class BatchWriter:
         self.mask_dim = None
         self.flush_bytes = int(flush_bytes)
         self.shard_bytes = None if shard_bytes is None else int(shard_bytes)
+        self.partial = partial
         self._checksum = bool(checksum)
         self._fsync = bool(fsync)
         self._user_meta = meta
-        self._extra_meta = {}      # producer-specific keys (export: source, skipped)
         self._threads = threads
         self.layout = None         # fixed by the first episode
-        self._stager = None        # in-memory buffers, flushed to the files when full
-        self._current = None       # ColumnSet being written (the batch, or the open shard)
-        self._shards = []          # manifest entries of finished shards
-        self._done_rows = 0        # rows in finished shards
-        self._done_episodes = 0
-        self._pending_steps = []
-        self._accepted = (0, 0)    # (episodes, transitions), counted by the caller's thread
-        self._executor = None      # one background thread: file writes, CRCs, shard cuts
-        self._pending = None       # (future, buffer) of the write in flight
-        self._spare = None         # a staging buffer whose write has finished, for reuse
-        self.path = None
+        self.engine = None         # the write engine, made with the layout
+        self._open_steps = {}      # thread id -> steps of that thread's add_step episode
+        self._vector = None        # VectorEpisodes of add_steps
+        self._lock = threading.RLock()
+        self._owner_pid = os.getpid()
         self._closed = False
+        self._path = None
         self.root.mkdir(parents=True, exist_ok=True)
         clean_stale(self.root)
-        self._tmp = TempFolder(self.root)
 
     # -- public API -------------------------------------------------------------------------
 
     @property
     def episodes(self) -> int:
         """Episodes accepted so far (after close: in the committed batch)."""
-        return self._accepted[0]
+        return self.engine.episodes if self.engine is not None else 0
 
     @property
     def transitions(self) -> int:
         """Transitions accepted so far (after close: in the committed batch)."""
-        return self._accepted[1]
+        return self.engine.transitions if self.engine is not None else 0
+
+    @property
+    def path(self) -> Path | None:
+        """The committed batch folder (None before :meth:`close`, or when nothing was added)."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def add_episode(self, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,
-                    logprobs=None, truncated: bool = False, states=None) -> None:
+                    logprobs=None, truncated: bool = False, states=None, final_obs=None) -> None:
         """Add one whole episode of T steps.
 
         obs: (T, obsDim) numbers (float32/float64 copied as is, others converted), or ``states``
         (a list of T raw states or a dict of columns) with the writer's ``spec``; actions: (T,)
-        integers; rewards: (T,) numbers; exactly one of mask: (T, n_actions) 0/1 or bool, or
-        legal: T lists of legal action ids; values, logprobs: optional (T,) numbers; truncated:
-        True when a time limit, not the game, ended the episode.
+        integers; rewards: (T,) numbers; at most one of mask: (T, n_actions) 0/1 or bool, or
+        legal: T lists of legal action ids (neither: every action legal); values, logprobs:
+        optional (T,) numbers; truncated: True when a time limit, not the game, ended the
+        episode; final_obs: optional (obsDim,) numbers, the observation after the last step.
         """
-        self._check_open()
-        if self._pending_steps:
-            raise RuntimeError("add_episode() called while an add_step() episode is open; "
-                               "call end_episode() first")
-        self._add(obs, actions, rewards, mask, legal, values, logprobs, truncated, states)
+        with self._lock:
+            self._check_open()
+            if self._open_steps.get(threading.get_ident()):
+                raise RuntimeError("add_episode() called while an add_step() episode is open in "
+                                   "this thread; call end_episode() first")
+            self._add(obs=obs, actions=actions, rewards=rewards, mask=mask, legal=legal,
+                      values=values, logprobs=logprobs, truncated=truncated, states=states,
+                      final_obs=final_obs)
 
     def add_step(self, obs=None, action=None, reward=None, mask=None, legal=None, value=None,
                  logprob=None, state=None) -> None:
-        """Add one step of the current episode (for harnesses that play live). Kept in memory
-        until :meth:`end_episode`, which checks and packs the whole episode."""
-        self._check_open()
-        if action is None or reward is None:
-            raise TypeError("add_step() needs action and reward")
-        self._pending_steps.append((obs, action, reward, mask, legal, value, logprob, state))
+        """Add one step of the current episode of the calling thread (for harnesses that play
+        live). Kept in memory until :meth:`end_episode`, which checks and packs the episode."""
+        with self._lock:
+            self._check_open()
+            if action is None or reward is None:
+                raise TypeError("add_step() needs action and reward")
+            self._open_steps.setdefault(threading.get_ident(), []).append(
+                (obs, action, reward, mask, legal, value, logprob, state))
 
-    def end_episode(self, truncated: bool = False) -> None:
-        """Close the episode built by :meth:`add_step`; ``truncated`` as in :meth:`add_episode`.
-        The steps are dropped whether or not the episode is accepted."""
-        self._check_open()
-        steps, self._pending_steps = self._pending_steps, []
-        if not steps:
-            raise EpisodeError("end_episode() with no add_step() since the last episode",
-                               episode=self.episodes)
-        col = list(zip(*steps))
+    def end_episode(self, truncated: bool = False, final_obs=None) -> None:
+        """Close the calling thread's episode built by :meth:`add_step`; ``truncated`` and
+        ``final_obs`` as in :meth:`add_episode`. The steps are dropped whether or not the
+        episode is accepted."""
+        with self._lock:
+            self._check_open()
+            steps = self._open_steps.pop(threading.get_ident(), [])
+            if not steps:
+                raise EpisodeError("end_episode() with no add_step() since the last episode",
+                                   episode=self.episodes)
+            col = list(zip(*steps))
 
-        def opt(i, name):
-            present = [x is not None for x in col[i]]
-            if all(present):
-                return list(col[i])
-            if any(present):
-                raise EpisodeError(f"{name} given on some steps but not all",
-                                   episode=self.episodes, step=present.index(not present[0]))
-            return None
+            def opt(i, name):
+                present = [x is not None for x in col[i]]
+                if all(present):
+                    return list(col[i])
+                if any(present):
+                    raise EpisodeError(f"{name} given on some steps but not all",
+                                       episode=self.episodes, step=present.index(not present[0]))
+                return None
 
-        obs, states = opt(0, "obs"), opt(7, "state")
-        mask, legal = opt(3, "mask"), opt(4, "legal")
-        self._add(obs, list(col[1]), list(col[2]), mask, legal, opt(5, "value"),
-                  opt(6, "logprob"), truncated, states)
+            self._add(obs=opt(0, "obs"), actions=list(col[1]), rewards=list(col[2]),
+                      mask=opt(3, "mask"), legal=opt(4, "legal"), values=opt(5, "value"),
+                      logprobs=opt(6, "logprob"), truncated=truncated, states=opt(7, "state"),
+                      final_obs=final_obs)
+
+    def add_steps(self, obs, actions, rewards, terminated, truncated, *, mask=None, legal=None,
+                  values=None, logprobs=None, states=None, final_obs=None) -> None:
+        """Add one step of N parallel environments (gymnasium's vector-env convention: a leading
+        axis of N on every argument).
+
+        obs: (N, obsDim) observations the actions were taken in (or ``states``, N raw states, with
+        the writer's ``spec``); actions: (N,) integers; rewards: (N,); terminated, truncated: (N,)
+        booleans as ``VectorEnv.step`` returns them; mask: (N, n_actions) 0/1 or legal: N lists of
+        ids (neither: every action legal); values, logprobs: (N,); final_obs: the observation
+        after the last step of the environments whose episode ends now (an (N, obsDim) array
+        whose other rows are ignored, or a sequence holding None for the others, e.g. gymnasium's
+        ``info["final_obs"]`` with ``autoreset_mode=SAME_STEP``).
+
+        Each environment's episode is stored whole and contiguous when it ends (terminated or
+        truncated). Episodes still open at :meth:`close` are stored flagged truncated, or
+        dropped with ``partial="drop"``. An environment's bad episode (NaN, illegal action, ...)
+        raises EpisodeError naming it once the other ended episodes are stored; it is dropped.
+        """
+        with self._lock:
+            self._check_open()
+            n = len(actions) if hasattr(actions, "__len__") else -1
+            if n < 1:
+                raise ValueError("add_steps: actions must hold one action per environment")
+            if states is not None:
+                if self.spec is None:
+                    raise ValueError("add_steps: raw states given but the writer has no spec")
+                if obs is not None:
+                    raise ValueError("add_steps: give obs or states, not both")
+                obs = self.spec.encode(states)
+            vec = self._vector_for(n, obs, mask)
+            step = vec.step_columns(obs, actions, rewards, mask, legal, values, logprobs)
+            ended = vec.push(step, terminated, truncated)
+            errors = []
+            for i in ended:
+                fin = _final_row(final_obs, i)
+                try:
+                    self._add(**vec.episode(i), final_obs=fin)
+                except EpisodeError as exc:
+                    errors.append(EpisodeError(f"environment {i}: {exc.reason}", step=exc.step,
+                                               episode=exc.episode))
+                finally:
+                    vec.reset(i)
+            if errors:
+                raise errors[0]
 
     def close(self) -> Path | None:
         """Flush, write meta.json, commit atomically; return the batch path (None if no episode
-        was added: nothing is written then). Idempotent."""
-        if self._closed:
-            return self.path
-        if self._pending_steps:
-            self.abort()
-            raise RuntimeError("close() with an episode still open (add_step without "
-                               "end_episode): the batch was discarded")
-        try:
-            if not self.episodes:
-                self._tmp.discard()
-                self._closed = True
+        was added: nothing is written then). Idempotent. In a forked child: warns, returns None
+        and leaves the parent's batch alone."""
+        with self._lock:
+            if not self._owned():
+                if self.engine is not None:
+                    return self.engine.close()  # warns, does nothing
                 return None
-            self._flush()
-            self._join()
-            shutil.rmtree(self._tmp.path / ".scratch", ignore_errors=True)
-            if self.shard_bytes is None:
-                self._current.finish(self._batch_meta())
-            else:
-                self._finish_shard()
-                write_json(self._tmp.path / F.META_FILE, self._manifest(), fsync=self._fsync)
-            self.path = self._tmp.commit(fsync=self._fsync)
-            self._closed = True
-            self._stager = self._current = self._spare = None
-            self._stop_thread()
-            return self.path
-        except BaseException as exc:
-            if self._closed:  # already discarded (and explained) by a failed background write
+            if self._closed:
+                return self._path
+            if any(self._open_steps.values()):
+                self.abort()
+                raise RuntimeError("close() with an episode still open (add_step without "
+                                   "end_episode): the batch was discarded")
+            try:
+                self._store_open_vector_episodes()
+            except BaseException:
+                self.abort()
                 raise
-            self._discard_and_raise(exc, "committing")
+            self._closed = True
+            if self.engine is None:
+                return None
+            self._path = self.engine.close()
+            return self._path
 
     def abort(self) -> None:
-        """Discard everything written; no batch folder is created."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._pending is not None:  # let the write in flight end before deleting its files
-            try:
-                self._pending[0].result()
-                if self._pending[2] is not None:
-                    self._pending[2]()
-            except BaseException:
-                pass
-            self._pending = None
-        self._stop_thread()
-        if self._current is not None:
-            self._current.discard()
-        self._tmp.discard()
-        self._stager = self._current = self._spare = None
-
-    def _discard_and_raise(self, exc: BaseException, doing: str):
-        """Abort the batch, then re-raise ``exc`` (an OSError names the folder and says so)."""
-        where = self._tmp.path
-        self.abort()
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, f"fastrl: {doing} the batch in {where} failed "
-                          f"({exc.strerror or exc}); the batch was discarded") from exc
-        raise exc
-
-    def _stop_thread(self):
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Discard everything written; no batch folder is created. Does nothing in a forked
+        child."""
+        with self._lock:
+            if not self._owned() or self._closed:
+                return
+            self._closed = True
+            self._open_steps.clear()
+            self._vector = None
+            if self.engine is not None:
+                self.engine.abort()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if not self._owned():
+            return False  # a forked child leaving the block: the parent's batch is untouched
         if exc_type is None:
             self.close()
         else:
@@ -283,25 +307,66 @@ class BatchWriter:
         return False
 
     def __del__(self):
-        # An unclosed writer that is garbage-collected leaves no temporary folder behind.
+        # An unclosed writer that is garbage-collected leaves no temporary folder behind (in the
+        # process that owns it; a forked child's copy does nothing).
         try:
-            if not self._closed:
+            if not self._closed and self._owned():
                 self.abort()
         except Exception:
             pass
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _owned(self) -> bool:
+        return os.getpid() == self._owner_pid
+
     def _check_open(self):
+        if not self._owned():
+            raise NotOwnerError(
+                f"this BatchWriter belongs to process {self._owner_pid}; a forked child "
+                f"(process {os.getpid()}) cannot add to, commit or discard its batch. "
+                "Create a new BatchWriter in the child.")
         if self._closed:
             raise RuntimeError("BatchWriter is closed")
 
-    def _init_layout(self, obs, mask, values, logprobs):
+    def _vector_for(self, n, obs, mask) -> VectorEpisodes:
+        if self._vector is None:
+            if self.obs_dim is None:
+                shape = np.shape(obs)
+                if len(shape) != 2 or not 1 <= shape[1] <= F.MAX_DIM:
+                    raise ValueError(f"add_steps: obs must have shape (N, obsDim), got {shape}")
+                self.obs_dim = int(shape[1])
+            if self.n_actions is None:
+                shape = np.shape(mask) if mask is not None else ()
+                if len(shape) != 2:
+                    raise ValueError("add_steps: n_actions is unknown: give BatchWriter("
+                                     "n_actions=...) or dense masks of shape (N, n_actions)")
+                self.n_actions = int(shape[1])
+            self._vector = VectorEpisodes(n, self.obs_dim, self.n_actions)
+        elif n != self._vector.n:
+            raise ValueError(f"add_steps: {n} environments, earlier steps had {self._vector.n}")
+        return self._vector
+
+    def _store_open_vector_episodes(self):
+        vec, self._vector = self._vector, None
+        if vec is None or self.partial == "drop":
+            return
+        for i in vec.open_envs:
+            kw = vec.episode(i)
+            kw["truncated"] = True
+            fin = None
+            if self.layout is not None and self.layout.has_final_obs:
+                fin = kw["obs"][-1]  # the best available: the last observation seen
+            self._add(**kw, final_obs=fin)
+
+    def _init_layout(self, obs, mask, legal, values, logprobs, final_obs):
         n_actions, obs_dim = self.n_actions, self.obs_dim
         if n_actions is None:
             if mask is None:
-                raise EpisodeError("n_actions is required when masks are given as legal ids",
-                                   episode=0)
+                what = "masks are given as legal ids" if legal is not None else \
+                    "episodes have no action mask (every action legal)"
+                raise EpisodeError(f"n_actions is required when {what}: "
+                                   "BatchWriter(n_actions=...)", episode=0)
             shape = np.shape(mask)
             if len(shape) != 2 or not 1 <= shape[1] <= F.MAX_DIM:
                 raise EpisodeError(f"mask must have shape (steps, n_actions), got {shape}",
@@ -318,160 +383,46 @@ class BatchWriter:
                 raise EpisodeError(f"obs must have shape (steps, obsDim), got {shape}", episode=0)
             obs_dim = int(shape[1])
         self._set_layout(Layout(obs_dim, n_actions, self.mask_pad or n_actions,
-                                values is not None, logprobs is not None))
+                                values is not None, logprobs is not None, final_obs is not None))
 
     def _set_layout(self, layout: Layout):
         self.layout = layout
         self.obs_dim, self.n_actions, self.mask_dim = layout.obs_dim, layout.n_actions, \
             layout.mask_dim
-        capacity = max(1, self.flush_bytes // layout.row_bytes())
-        self._stager = Stager(layout, capacity, spec=self._spec, threads=self._threads)
+        self.engine = WriteEngine(self.root, layout, spec=self.spec, flush_bytes=self.flush_bytes,
+                                  shard_bytes=self.shard_bytes, codecs=self._codecs,
+                                  level=self._level, checksum=self._checksum, fsync=self._fsync,
+                                  threads=self._threads,
+                                  meta=base_meta(self.spec, self._user_meta))
 
-    def _add(self, obs, actions, rewards, mask, legal, values, logprobs, truncated, states):
+    def _add(self, *, obs, actions, rewards, mask, legal, values, logprobs, truncated, states,
+             final_obs):
         episode = self.episodes
         if self.layout is None:
-            use_states = states is not None and self._spec is not None
-            self._init_layout(None if use_states else obs, mask, values, logprobs)
-        ep, st = self._stager.prepare(episode, obs=obs, actions=actions, rewards=rewards,
-                                      mask=mask, legal=legal, values=values, logprobs=logprobs,
-                                      truncated=truncated, states=states)
-        self._put_prepared(ep, st, episode)
+            use_states = states is not None and self.spec is not None
+            self._init_layout(None if use_states else obs, mask, legal, values, logprobs,
+                              final_obs)
+        ep, st = self.engine.stager.prepare(episode, obs=obs, actions=actions, rewards=rewards,
+                                            mask=mask, legal=legal, values=values,
+                                            logprobs=logprobs, truncated=truncated, states=states,
+                                            final_obs=final_obs)
+        self.engine.put(ep, st, episode)
 
-    def _put_prepared(self, ep, states, episode: int) -> None:
-        """Pack one episode checked by ``self._stager.prepare`` (flushing first if it is full)."""
-        if not self._stager.fits(ep.length):
-            self._flush()
-        self._stager.put(ep, states, episode)
-        self._accepted = (self._accepted[0] + 1, self._accepted[1] + ep.length)
 
-    def _append_packed(self, cols: dict, lengths, release=None) -> None:
-        """Append rows packed elsewhere (export workers) after everything added so far. The
-        arrays must not change until ``release()`` is called (once they are written)."""
-        self._check_open()
-        self._flush()
-        lengths = list(lengths)
-        self._submit(cols, lengths, None, release)
-        self._accepted = (self._accepted[0] + len(lengths), self._accepted[1] + sum(lengths))
+def _final_row(final_obs, i):
+    """Row ``i`` of add_steps' ``final_obs`` (None when not given for that environment)."""
+    if final_obs is None:
+        return None
+    row = final_obs[i]
+    if row is None:
+        return None
+    return row
 
-    def _flush(self):
-        """Hand the filled staging buffer to the background thread and continue packing into
-        the other one (double buffering: packing overlaps file writes and CRCs)."""
-        if self._stager is not None and self._stager.used:
-            buffer = self._stager.cols
-            cols, lengths = self._stager.take()
-            self._stager.cols = None
-            self._submit(cols, list(lengths), buffer)
-            if self._spare is not None and self._stager is not None:
-                self._stager.cols, self._spare = self._spare, None
 
-    def _scratch_dir(self) -> str:
-        """A folder inside the temporary batch folder for export workers' chunk files; it goes
-        with the batch on abort and is removed before the commit."""
-        d = self._tmp.path / ".scratch"
-        d.mkdir(exist_ok=True)
-        return str(d)
-
-    def _submit(self, cols, lengths, buffer, release=None):
-        self._join()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrl-write")
-        self._pending = (self._executor.submit(self._write, cols, lengths), buffer, release)
-
-    def _join(self):
-        """Wait for the write in flight; a failure discards the batch and is raised here."""
-        if self._pending is None:
-            return
-        future, buffer, release = self._pending
-        self._pending = None
-        try:
-            try:
-                future.result()
-            finally:
-                if release is not None:
-                    release()
-        except BaseException as exc:
-            # A partial write (disk full, IO error) cannot be undone: drop the whole batch.
-            self._discard_and_raise(exc, "writing")
-        if buffer is not None and self._stager is not None \
-                and len(buffer["dones"]) == self._stager.capacity:
-            self._spare = buffer
-
-    def _write(self, cols, lengths):
-        """Append whole episodes to the open folder, starting new shards at episode ends.
-        Runs on the background thread; errors surface through :meth:`_join`."""
-        row, i = 0, 0
-        while i < len(lengths):
-            if self._current is None:
-                self._open_folder()
-            j = i
-            if self.shard_bytes is None:
-                j = len(lengths)
-            else:
-                room = self.shard_bytes - self._current.nbytes
-                per = self.layout.row_bytes()
-                used = 0
-                while j < len(lengths) and (used + lengths[j]) * per <= room:
-                    used += lengths[j]
-                    j += 1
-                if j == i:
-                    if self._current.count:  # shard full: close it, retry in a new one
-                        self._finish_shard()
-                        continue
-                    j = i + 1  # one episode larger than a shard gets a shard of its own
-            rows = int(sum(lengths[i:j]))
-            self._current.append({k: v[row:row + rows] for k, v in cols.items()},
-                                 lengths[i:j])
-            row += rows
-            i = j
-
-    def _open_folder(self):
-        if self.shard_bytes is None:
-            folder = self._tmp.path
-        else:
-            folder = self._tmp.path / f"{SHARD_PREFIX}{len(self._shards):05d}"
-        self._current = ColumnSet(folder, self.layout, self._checksum, self._codecs,
-                                  self._level, fsync=self._fsync)
-
-    def _finish_shard(self):
-        cur = self._current
-        if cur is None or not cur.count:
-            return
-        cur.finish(self._batch_meta(shard=len(self._shards)))
-        entry = {"path": cur.folder.name, "firstRow": self._done_rows,
-                 "firstEpisode": self._done_episodes, "count": cur.count,
-                 "episodes": len(cur.lengths), "stats": cur.stats()}
-        self._shards.append(entry)
-        self._done_rows += cur.count
-        self._done_episodes += len(cur.lengths)
-        self._current = None
-
-    def _batch_meta(self, shard: int | None = None) -> dict:
-        """Keys every folder's meta.json gets besides its own counts and columns."""
-        meta = {}
-        if self._spec is not None:
-            meta["obsSpec"] = json.loads(self._spec.to_json())
-            meta["obsSlices"] = {k: [s.start, s.stop] for k, s in self._spec.slices.items()}
-        if shard is not None:
-            meta["shard"] = {"index": shard, "firstRow": self._done_rows,
-                             "firstEpisode": self._done_episodes}
-        meta.update(self._extra_meta)
-        if self._user_meta is not None:
-            meta["user"] = self._user_meta
-        return meta
-
-    def _manifest(self) -> dict:
-        lay = self.layout
-        lengths = [s["stats"]["episodeLength"] for s in self._shards]
-        manifest = {
-            "count": self._done_rows, "obsDim": lay.obs_dim, "maskDim": lay.mask_dim,
-            "episodes": self._done_episodes, "steps": self._done_rows,
-            "createdAt": iso_utc_now(), "format": F.FORMAT_NAME,
-            "formatVersion": F.FORMAT_VERSION, "byteOrder": "little",
-            "numActions": lay.n_actions, "sharded": True, "shardBytes": self.shard_bytes,
-            "shards": self._shards,
-            "episodeLength": {"min": min(x["min"] for x in lengths),
-                              "max": max(x["max"] for x in lengths),
-                              "mean": self._done_rows / self._done_episodes},
-        }
-        manifest.update(self._batch_meta())
-        return manifest
+def user_meta_problem(meta) -> str | None:
+    """Why ``meta`` cannot be stored as the user part of meta.json, or None."""
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"must be JSON-serializable without NaN/Infinity ({exc})"
+    return None

@@ -9,14 +9,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import zlib
+import stat
 from array import array
 from pathlib import Path
 
 import numpy as np
 
-from .. import _kernels
 from .. import _format as F
+from .. import _kernels
+from .._version import __version__
+from .checksum import crc32, format_crc
 from .codecs import compress_column
 from .stager import Layout
 
@@ -29,9 +31,7 @@ def iso_utc_now() -> str:
         "+00:00", "Z")
 
 
-def _version() -> str:
-    from .. import __version__
-    return __version__
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # 0444: committed files are not changed
 
 
 class _ColumnFile:
@@ -47,11 +47,12 @@ class _ColumnFile:
         mv = memoryview(np.ascontiguousarray(arr)).cast("B")
         self.f.write(mv)
         if self.crc is not None:
-            self.crc = zlib.crc32(mv, self.crc)
+            self.crc = crc32(mv, self.crc)
 
     def close(self) -> None:
         if not self.f.closed:
             self.f.flush()
+            os.fchmod(self.f.fileno(), READ_ONLY)
             if self.fsync:
                 os.fsync(self.f.fileno())
             self.f.close()
@@ -80,12 +81,13 @@ class ColumnSet:
         if layout.has_logprobs:
             self.names.append("logprobs")
         self.names.append("truncated")
+        if layout.has_final_obs:
+            self.names.append(F.FINAL_OBS[0])
         # column -> codec, applied once the folder is complete; columns this folder lacks
         # (e.g. values when the episodes have none) are ignored
         self.codecs = {c: k for c, k in (codecs or {}).items()
                        if c in self.names or c == F.EPISODE_INDEX[0]}
-        self.files = {n: _ColumnFile(folder / F.ALL_COLUMNS[n][0], checksum, fsync)
-                      for n in self.names}
+        self.files = {n: _ColumnFile(folder / file_name(n), checksum, fsync) for n in self.names}
         self.count = 0
         self.lengths = array("q")
         self.returns = array("d")
@@ -98,10 +100,11 @@ class ColumnSet:
         return self.count * self.layout.row_bytes()
 
     def append(self, cols: dict, lengths) -> None:
-        """Write rows of whole episodes (``sum(lengths)`` rows of each column in ``cols``)."""
+        """Write rows of whole episodes (``sum(lengths)`` rows of each per-transition column in
+        ``cols``, and ``len(lengths)`` rows of ``final_obs`` when the batch has it)."""
         rows = int(sum(lengths))
         for name, f in self.files.items():
-            f.write(cols[name][:rows])
+            f.write(cols[name][:len(lengths) if name == F.FINAL_OBS[0] else rows])
         starts = np.zeros(len(lengths), np.int64)
         np.cumsum(np.asarray(lengths[:-1], np.int64), out=starts[1:])
         rew = np.asarray(cols["rewards"][:rows], np.float64)
@@ -143,7 +146,7 @@ class ColumnSet:
         if self.codecs:
             meta["codecs"] = {}
             for col, codec in self.codecs.items():
-                plain = F.EPISODE_INDEX[1] if col == F.EPISODE_INDEX[0] else F.ALL_COLUMNS[col][0]
+                plain = file_name(col)
                 entry = compress_column(self.folder, plain, codec, self.level,
                                         mask_dim=self.layout.mask_dim)
                 meta["codecs"][col] = entry
@@ -166,13 +169,16 @@ class ColumnSet:
             if name == F.EPISODE_INDEX[0]:
                 fname, dtype, shape = F.EPISODE_INDEX[1], F.EPISODE_INDEX[2], \
                     [len(self.lengths) + 1]
+            elif name == F.FINAL_OBS[0]:
+                fname, dtype, shape = F.FINAL_OBS[1], F.FINAL_OBS[2], \
+                    [len(self.lengths), lay.obs_dim]
             else:
                 fname, dtype, width = F.ALL_COLUMNS[name]
                 w = {"obsDim": lay.obs_dim, "maskDim": lay.mask_dim, None: None}[width]
                 shape = [self.count, w] if w is not None else [self.count]
             columns[name] = {"file": fname, "dtype": dtype.str, "shape": shape}
             if f.crc is not None:
-                checksums[fname] = f"crc32:{f.crc:08x}"
+                checksums[fname] = format_crc(f.crc)
         st = self.stats()
         meta = {
             "count": self.count, "obsDim": lay.obs_dim, "maskDim": lay.mask_dim,
@@ -180,17 +186,36 @@ class ColumnSet:
             "format": F.FORMAT_NAME, "formatVersion": F.FORMAT_VERSION, "byteOrder": "little",
             "numActions": lay.n_actions, "columns": columns,
             "episodeLength": st["episodeLength"], "episodeReturn": st["episodeReturn"],
-            "producer": {"fastrl": _version(), "backend": _kernels.BACKEND},
+            "producer": {"fastrl": __version__, "backend": _kernels.BACKEND},
         }
         if checksums:
             meta["checksums"] = checksums
         return meta
 
 
+def file_name(column: str) -> str:
+    """The file of a column: ``obs`` -> ``obs.float32.bin``, ..., ``episode_index``,
+    ``final_obs``."""
+    for name, fname, _ in (F.EPISODE_INDEX, F.FINAL_OBS):
+        if column == name:
+            return fname
+    return F.ALL_COLUMNS[column][0]
+
+
 def write_json(path: Path, obj, fsync: bool = True) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+    """Write ``obj`` as strict JSON (no NaN/Infinity) to ``path``, read-only once written; via a
+    temporary file renamed over ``path`` (so rewriting a read-only meta.json works)."""
+    path = Path(path)
+    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), READ_ONLY)
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)

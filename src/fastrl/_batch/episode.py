@@ -28,14 +28,15 @@ class Episode:
     actions: int64 (T,); rewards: float64 (T,);
     mask: uint8 (T, numActions) or None; legal_ids: int64 flat, legal_offsets: int64 (T+1,)
         (exactly one of mask / legal is set);
-    values, logprobs: float64 (T,) or None; truncated: bool.
+    values, logprobs: float64 (T,) or None; truncated: bool;
+    final_obs: float32 (obsDim,), finite, the observation after the last step, or None.
     """
 
     __slots__ = ("length", "obs", "actions", "rewards", "mask", "legal_ids", "legal_offsets",
-                 "values", "logprobs", "truncated")
+                 "values", "logprobs", "truncated", "final_obs")
 
     def __init__(self, length, obs, actions, rewards, mask, legal_ids, legal_offsets, values,
-                 logprobs, truncated):
+                 logprobs, truncated, final_obs=None):
         self.length = length
         self.obs = obs
         self.actions = actions
@@ -46,6 +47,7 @@ class Episode:
         self.values = values
         self.logprobs = logprobs
         self.truncated = truncated
+        self.final_obs = final_obs
 
 
 def _err(reason, episode, step=None):
@@ -203,11 +205,13 @@ def _legal_slow(legal, length, episode):
 
 def normalize_episode(episode_index, *, obs, actions, rewards, mask=None, legal=None, values=None,
                       logprobs=None, truncated=False, obs_dim, n_actions, obs_preencoded=False,
-                      expect_values=None, expect_logprobs=None) -> Episode:
+                      expect_values=None, expect_logprobs=None, final_obs=None,
+                      expect_final_obs=None) -> Episode:
     """Check one episode's shapes and dtypes and return a normalized :class:`Episode`.
 
-    ``expect_values`` / ``expect_logprobs``: True/False when the batch already has (or lacks)
-    that column, so every episode must agree; None to accept either.
+    Neither ``mask`` nor ``legal``: every action is legal (an all-ones mask of ``n_actions``).
+    ``expect_values`` / ``expect_logprobs`` / ``expect_final_obs``: True/False when the batch
+    already has (or lacks) that column, so every episode must agree; None to accept either.
     Raises :class:`EpisodeError` naming ``episode_index`` (and the step where one is at fault).
     """
     try:
@@ -224,16 +228,19 @@ def normalize_episode(episode_index, *, obs, actions, rewards, mask=None, legal=
         if obs is None:
             raise _err("obs is missing (give obs, or raw states with an ObsSpec)", episode_index)
         ob = _obs(obs, length, obs_dim, episode_index)
-    if (mask is None) == (legal is None):
-        raise _err("give exactly one of mask (dense 0/1 per action) or legal (ids per step)",
+    if mask is not None and legal is not None:
+        raise _err("give one of mask (dense 0/1 per action) or legal (ids per step), not both",
                    episode_index)
     m = ids = offsets = None
     if mask is not None:
         m = _dense_mask(mask, length, n_actions, episode_index)
-    else:
+    elif legal is not None:
         ids, offsets = _legal(legal, length, episode_index)
+    else:  # no action masks: every action is legal
+        m = np.ones((length, n_actions), dtype=np.uint8)
     for name, col, expect in (("values", values, expect_values),
-                              ("logprobs", logprobs, expect_logprobs)):
+                              ("logprobs", logprobs, expect_logprobs),
+                              ("final_obs", final_obs, expect_final_obs)):
         if expect is True and col is None:
             raise _err(f"{name} missing, but earlier episodes of this batch have {name}",
                        episode_index)
@@ -244,7 +251,29 @@ def normalize_episode(episode_index, *, obs, actions, rewards, mask=None, legal=
                                               kind="float")
     lp = None if logprobs is None else _vector(logprobs, "logprobs", length, episode_index,
                                                kind="float")
-    return Episode(length, ob, act, rew, m, ids, offsets, val, lp, bool(truncated))
+    fin = None if final_obs is None else _final_obs(final_obs, obs_dim, length, episode_index)
+    return Episode(length, ob, act, rew, m, ids, offsets, val, lp, bool(truncated), fin)
+
+
+def _final_obs(final_obs, obs_dim, length, episode):
+    """The observation after the last step: (obsDim,) numbers, finite as float32."""
+    try:
+        arr = np.asarray(final_obs)
+    except Exception as exc:
+        raise _err(f"final_obs cannot be read as an array ({exc})", episode) from None
+    if arr.dtype == object or np.iscomplexobj(arr) or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise _err(f"final_obs must be numbers, got dtype {arr.dtype}", episode)
+    if arr.shape != (obs_dim,):
+        raise _err(f"final_obs must have shape ({obs_dim},), got {arr.shape}", episode)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype("<f4")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        col = int(np.argmax(bad))
+        raise _err(f"final_obs[{col}] is {_fmt_float(out[col])} (after conversion to float32)",
+                   episode, length - 1)
+    return out
 
 
 def step_error(ep: Episode, episode_index: int, code: int, step: int, col: int,

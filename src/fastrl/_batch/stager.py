@@ -16,17 +16,22 @@ from ..errors import EncodeError, EpisodeError
 class Layout:
     """What every transition of a batch holds: widths and optional columns."""
 
-    __slots__ = ("obs_dim", "n_actions", "mask_dim", "has_values", "has_logprobs")
+    __slots__ = ("obs_dim", "n_actions", "mask_dim", "has_values", "has_logprobs",
+                 "has_final_obs")
 
     def __init__(self, obs_dim: int, n_actions: int, mask_dim: int, has_values: bool,
-                 has_logprobs: bool):
+                 has_logprobs: bool, has_final_obs: bool = False):
         self.obs_dim, self.n_actions, self.mask_dim = int(obs_dim), int(n_actions), int(mask_dim)
         self.has_values, self.has_logprobs = bool(has_values), bool(has_logprobs)
+        self.has_final_obs = bool(has_final_obs)
 
     def row_bytes(self) -> int:
         """Bytes per transition across all per-transition columns (truncated included)."""
         return F.row_bytes(self.obs_dim, self.mask_dim) + 1 + 4 * (self.has_values
                                                                     + self.has_logprobs)
+
+    def __repr__(self):
+        return "Layout(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     def __getstate__(self):
         return tuple(getattr(self, k) for k in self.__slots__)
@@ -47,10 +52,11 @@ class Stager:
         self.cols = None
         self.used = 0
         self.lengths = array("q")
+        self.final_obs = None  # (episodes, obsDim) float32 rows when the layout has final obs
 
     def prepare(self, episode_index: int, *, obs=None, actions=None, rewards=None, mask=None,
                 legal=None, values=None, logprobs=None, truncated=False,
-                states=None) -> tuple[Episode, object]:
+                states=None, final_obs=None) -> tuple[Episode, object]:
         """Check one episode's shapes (EpisodeError otherwise); return it with its states."""
         lay = self.layout
         use_states = states is not None and self.spec is not None
@@ -61,7 +67,8 @@ class Stager:
                                rewards=rewards, mask=mask, legal=legal, values=values,
                                logprobs=logprobs, truncated=truncated, obs_dim=lay.obs_dim,
                                n_actions=lay.n_actions, obs_preencoded=use_states,
-                               expect_values=lay.has_values, expect_logprobs=lay.has_logprobs)
+                               expect_values=lay.has_values, expect_logprobs=lay.has_logprobs,
+                               final_obs=final_obs, expect_final_obs=lay.has_final_obs)
         if use_states:
             n = _batch_len(states)
             if n != ep.length:
@@ -87,6 +94,14 @@ class Stager:
                                    episode=episode_index, step=exc.row) from None
         pack([ep], self.cols, r0, self.layout.n_actions, episode_base=episode_index,
              threads=self.threads, trusted=True)
+        if ep.final_obs is not None:
+            k = len(self.lengths)
+            if self.final_obs is None or k == len(self.final_obs):
+                grown = np.empty((max(64, 2 * k), self.layout.obs_dim), dtype="<f4")
+                if k:
+                    grown[:k] = self.final_obs[:k]
+                self.final_obs = grown
+            self.final_obs[k] = ep.final_obs
         self.used = need
         self.lengths.append(ep.length)
 
@@ -100,10 +115,13 @@ class Stager:
         self.cols = new
 
     def view(self) -> dict:
-        """The filled rows: name -> array view."""
+        """The filled rows: name -> array view (``final_obs``: one row per episode)."""
         if self.cols is None:
             return {}
-        return {k: v[:self.used] for k, v in self.cols.items()}
+        out = {k: v[:self.used] for k, v in self.cols.items()}
+        if self.layout.has_final_obs:
+            out[F.FINAL_OBS[0]] = self.final_obs[:len(self.lengths)]
+        return out
 
     def take(self) -> tuple[dict, list]:
         """(filled rows as a dict of arrays, episode lengths), and empty the stager. The arrays

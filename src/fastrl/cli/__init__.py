@@ -1,7 +1,8 @@
 """Command line: ``fastrl <command>`` (also ``python -m fastrl``).
 
-Commands: export, validate, info, to-npz, upload, ls, fetch, clean-remote, bot, demo. Each
-command module registers its own sub-parser with ``register(subparsers)`` and sets
+Every subcommand is registered from this package: the batch commands (validate, info, to-npz,
+decompress, report) here, ``export`` in :mod:`.export`, the storage commands (upload, ls, fetch,
+clean-remote) in :mod:`.storage`, ``bot`` and ``demo`` in :mod:`.refgame`. Each sets
 ``func(args) -> exit code``.
 """
 
@@ -15,8 +16,7 @@ import sys
 from .. import __version__, _kernels
 
 # Modules that contribute sub-commands, in the order `fastrl --help` lists them.
-_COMMAND_MODULES = ("fastrl.export", "fastrl.cli", "fastrl.storage", "fastrl.bot",
-                    "fastrl.demo")
+_COMMAND_MODULES = ("fastrl.cli.export", "fastrl.cli", "fastrl.storage", "fastrl.cli.refgame")
 
 
 def _cmd_validate(args) -> int:
