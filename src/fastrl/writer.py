@@ -395,8 +395,8 @@ class BatchWriter:
                                   threads=self._threads,
                                   meta=base_meta(self.spec, self._user_meta))
 
-    def _add(self, *, obs, actions, rewards, mask, legal, values, logprobs, truncated, states,
-             final_obs):
+    def _add(self, *, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,
+             logprobs=None, truncated=False, states=None, final_obs=None):
         episode = self.episodes
         if self.layout is None:
             use_states = states is not None and self.spec is not None

@@ -52,7 +52,7 @@ class VectorEpisodes:
         return np.flatnonzero(self.lengths)
 
     def _allocate(self, step: dict) -> None:
-        self.cap = 16
+        self.cap = 64
         self.buf = {k: np.empty((self.n, self.cap) + v.shape[1:], v.dtype) for k, v in step.items()}
 
     def _grow(self) -> None:
