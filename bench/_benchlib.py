@@ -39,6 +39,8 @@ from fastrl.game import N_ACTIONS, N_COLS, N_KINDS, N_ROWS, game_spec
 OBS_DIM = 512
 MASK_PAD = 256
 ROW_BYTES = F.row_bytes(OBS_DIM, MASK_PAD)  # 2,313: the five required columns
+VECTOR_ENVS = 64    # environments of the add_steps benchmark
+SHORT_EPISODE = 8   # steps of the per-call overhead benchmark's episodes
 PACK_ROW_BYTES = ROW_BYTES + 1              # pack also writes the truncated column
 FIVE = ("obs", "actions", "rewards", "masks", "dones")
 SEED = 20260517
@@ -150,6 +152,45 @@ class Workload:
         for g, a, b in zip(self.games, self.starts[:-1], self.starts[1:]):
             out.append({"obs": self.obs[a:b], "actions": g["actions"], "rewards": g["rewards"],
                         "legal": g["legal"]})
+        return out
+
+    @functools.cached_property
+    def vector_steps(self) -> list[tuple]:
+        """The workload's episodes dealt in turn to ``VECTOR_ENVS`` environments and replayed
+        one step of all of them at a time, as a PPO harness calls ``add_steps``: a list of
+        (obs (N, 512) float32, actions (N,), rewards (N,), terminated (N,), truncated (N,),
+        mask (N, N_ACTIONS) uint8). Stops when the episodes run out (the last open ones are
+        stored truncated at close)."""
+        n_envs = VECTOR_ENVS
+        queue = iter(self.raw_episodes)
+        cur, pos = [None] * n_envs, [0] * n_envs
+        steps = []
+        while True:
+            obs = np.empty((n_envs, OBS_DIM), np.float32)
+            acts, rews = np.empty(n_envs, np.int64), np.empty(n_envs, np.float64)
+            mask, term = np.zeros((n_envs, N_ACTIONS), np.uint8), np.zeros(n_envs, bool)
+            for i in range(n_envs):
+                if cur[i] is None or pos[i] == len(cur[i]["actions"]):
+                    cur[i], pos[i] = next(queue, None), 0
+                    if cur[i] is None:
+                        return steps
+                ep, t = cur[i], pos[i]
+                ids, off = ep["legal"]
+                obs[i], acts[i], rews[i] = ep["obs"][t], ep["actions"][t], ep["rewards"][t]
+                mask[i, ids[off[t]:off[t + 1]]] = 1
+                pos[i] += 1
+                term[i] = pos[i] == len(ep["actions"])
+            steps.append((obs, acts, rews, term, np.zeros(n_envs, bool), mask))
+
+    @functools.cached_property
+    def short_episodes(self) -> list[dict]:
+        """The first ``SHORT_EPISODE`` steps of every episode: per-call overhead of add_episode."""
+        out = []
+        for ep in self.raw_episodes:
+            ids, off = ep["legal"]
+            k = min(SHORT_EPISODE, len(ep["actions"]))
+            out.append({"obs": ep["obs"][:k], "actions": ep["actions"][:k],
+                        "rewards": ep["rewards"][:k], "legal": (ids[:off[k]], off[:k + 1])})
         return out
 
     @functools.cached_property
@@ -486,7 +527,16 @@ def h5py_write(path: Path, cols: dict) -> None:
 
 
 def crc32_of(buf) -> int:
+    """The standard library's zlib.crc32 (the baseline fastrl's CRC is compared with)."""
     return zlib.crc32(buf)
+
+
+def write_vector(root, steps, *, fsync: bool = False) -> Path:
+    """BatchWriter.add_steps end to end over ``Workload.vector_steps``; return the batch path."""
+    with fastrl.BatchWriter(root, n_actions=N_ACTIONS, mask_pad=MASK_PAD, fsync=fsync) as w:
+        for obs, acts, rews, term, trunc, mask in steps:
+            w.add_steps(obs, acts, rews, term, trunc, mask=mask)
+    return w.path
 
 
 def threaded_copy(dst: np.ndarray, src: np.ndarray, pool: ThreadPoolExecutor | None,

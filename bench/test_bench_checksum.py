@@ -18,6 +18,15 @@ def test_crc32(bench, wl):
           unit="bytes", nbytes=src.nbytes)
 
 
+def test_crc32_fastrl(bench, wl):
+    """The CRC-32 the writer uses (same values as zlib's; isal or zlib-ng when installed)."""
+    from fastrl._batch.checksum import crc32
+    src = wl.packed["obs"]
+    mv = memoryview(src).cast("B")
+    bench(lambda: crc32(mv), group="checksum", key="checksum:fastrl", items=src.nbytes,
+          unit="bytes", nbytes=src.nbytes)
+
+
 def test_crc32_copyto(bench, wl):
     src = wl.packed["obs"]
     dst = wl.out_cols["obs"]

@@ -45,6 +45,33 @@ def test_writer_no_fsync(bench, wl, out_dir):
           teardown=_clean(out_dir), slow=True)
 
 
+def test_writer_crc_no_fsync(bench, wl, out_dir):
+    """The issue-11 target: BatchWriter with its default checksums and fsync=False beside
+    ``tofile`` of the same five columns into a fresh folder (fsync off for both)."""
+    eps = wl.raw_episodes
+    bench(lambda: B.write_batch(out_dir, eps, fsync=False, checksum=True), group="writer",
+          key="writer:crc_nofsync", items=wl.n, unit="transitions", nbytes=wl.n * B.ROW_BYTES,
+          teardown=_clean(out_dir), slow=True)
+
+
+def test_writer_add_steps(bench, wl, out_dir):
+    """add_steps of 64 vector environments (one call per step of all of them), fsync off."""
+    steps = wl.vector_steps
+    items = len(steps) * B.VECTOR_ENVS
+    bench(lambda: B.write_vector(out_dir, steps), group="writer", key="writer:add_steps64",
+          items=items, unit="transitions", nbytes=items * B.ROW_BYTES, teardown=_clean(out_dir),
+          slow=True)
+
+
+def test_writer_short_episodes(bench, wl, out_dir):
+    """Per-call overhead: add_episode of 8-step episodes (time per call = time per episode)."""
+    eps = wl.short_episodes
+    bench(lambda: B.write_batch(out_dir, eps, fsync=False), group="writer",
+          key="writer:short_episodes", items=len(eps), unit="episodes",
+          nbytes=sum(len(e["actions"]) for e in eps) * B.ROW_BYTES, teardown=_clean(out_dir),
+          slow=True)
+
+
 def test_writer_legal_lists(bench, wl, out_dir):
     """Legal ids given as one Python list per step (the README's plainest form)."""
     eps = wl.raw_episodes_lists
