@@ -117,9 +117,9 @@ def test_cmd_export_ray(ray_cluster, episodes_dir, local_export, tmp_path, capsy
     spec = tmp_path / "spec.json"
     spec.write_text(game.game_spec().to_json())
     args = parser.parse_args(["export", str(episodes_dir), "--out", str(tmp_path / "out"),
-                              "--spec", str(spec), "--shard-size", "256KiB"])
-    args.ray, args.ray_tasks = True, 2
-    assert fray.cmd_export_ray(args) == 0
+                              "--spec", str(spec), "--shard-size", "256KiB", "--ray",
+                              "--ray-tasks", "2"])
+    assert args.func(args) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert fastrl.validate(out) == []
     _same(out, local_export)
