@@ -285,3 +285,13 @@ def test_episodes_without_masks(backend, tmp_path, rng):
     with pytest.raises(EpisodeError, match="outside"):
         fastrl.BatchWriter(tmp_path / "y", n_actions=2).add_episode(
             obs=[[0.0]], actions=[2], rewards=[0.0])
+
+
+def test_bad_open_episode_at_close_costs_only_itself(tmp_path):
+    w = fastrl.BatchWriter(tmp_path, n_actions=2, fsync=False)
+    w.add_steps(np.zeros((2, 1)), [0, 1], [0.0, 0.0], [True, False], [False, False])
+    w.add_steps(np.zeros((2, 1)), [0, 1], [0.0, np.inf], [False, False], [False, False])
+    with pytest.warns(RuntimeWarning, match="environment 1 was not stored"):
+        path = w.close()
+    b = fastrl.load_batch(path)
+    assert [len(e) for e in b.episodes()] == [1, 1] and b.episode(1).is_truncated

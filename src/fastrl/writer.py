@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +274,7 @@ class BatchWriter:
                                    "end_episode): the batch was discarded")
             try:
                 self._store_open_vector_episodes()
-            except BaseException:
+            except BaseException:  # an IO error while storing them: nothing is committed
                 self.abort()
                 raise
             self._closed = True
@@ -357,7 +358,11 @@ class BatchWriter:
             fin = None
             if self.layout is not None and self.layout.has_final_obs:
                 fin = kw["obs"][-1]  # the best available: the last observation seen
-            self._add(**kw, final_obs=fin)
+            try:
+                self._add(**kw, final_obs=fin)
+            except EpisodeError as exc:  # one bad partial episode must not cost the batch
+                warnings.warn(f"BatchWriter.close(): the open episode of environment {i} was "
+                              f"not stored: {exc}", RuntimeWarning, stacklevel=3)
 
     def _init_layout(self, obs, mask, legal, values, logprobs, final_obs):
         n_actions, obs_dim = self.n_actions, self.obs_dim
