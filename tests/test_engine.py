@@ -295,3 +295,24 @@ def test_bad_open_episode_at_close_costs_only_itself(tmp_path):
         path = w.close()
     b = fastrl.load_batch(path)
     assert [len(e) for e in b.episodes()] == [1, 1] and b.episode(1).is_truncated
+
+
+def test_add_steps_long_episode_pages_out(backend, tmp_path, rng):
+    """An episode longer than the shared buffers (MAX_PAGE steps) is stored whole and equal."""
+    from fastrl._batch.vector import MAX_PAGE
+    T = 2 * MAX_PAGE + 37
+    obs = rng.standard_normal((T, 2, 3))
+    acts = rng.integers(0, N_ACTIONS, (T, 2))
+    rews = rng.standard_normal((T, 2))
+    term = np.zeros((T, 2), bool)
+    term[-1, 0] = True
+    term[::5, 1] = True   # env 1: short episodes meanwhile
+    with fastrl.BatchWriter(tmp_path / "v", n_actions=N_ACTIONS, fsync=False) as w:
+        for t in range(T):
+            w.add_steps(obs[t], acts[t], rews[t], term[t], [False, False])
+    b = fastrl.load_batch(w.path)
+    long_ep = max(b.episodes(), key=len)
+    assert len(long_ep) == T
+    np.testing.assert_array_equal(long_ep.obs, obs[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(long_ep.actions, acts[:, 0])
+    assert b.count == 2 * T and fastrl.validate(w.path) == []

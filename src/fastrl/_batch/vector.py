@@ -3,8 +3,10 @@
 Each environment's open episode lives in row ``i`` of 2-D/3-D buffers (env, step, ...), so one
 step of all N environments is one vectorized assignment per column, and an ended episode is the
 contiguous slice ``buffer[i, :T]``, handed to the writer like any ``add_episode`` call (no copy
-until the kernel packs it). Memory: N x (longest open episode, rounded up to a power of two) x
-the bytes of one step; the buffers double when an episode outgrows them.
+until the kernel packs it). The buffers hold at most ``MAX_PAGE`` steps per environment: a longer
+episode moves its full page out to a list of its own (a copy of just its rows), so memory stays
+N x ``MAX_PAGE`` x the bytes of one step plus the rows of the long episodes themselves, however
+long one episode runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import numpy as np
 
 from ..errors import EpisodeError
 
-__all__ = ["VectorEpisodes"]
+__all__ = ["VectorEpisodes", "MAX_PAGE"]
+
+MAX_PAGE = 256  # steps per environment kept in the shared buffers (then moved to a page list)
 
 
 def _column(x, name, n, dtype=None):
@@ -44,12 +48,12 @@ class VectorEpisodes:
         self.cap = 0
         self.buf = None              # name -> array (n_envs, cap, ...)
         self.truncated = np.zeros(self.n, bool)  # the flag of each env's last pushed step
-        self.final_obs = [None] * self.n
+        self.pages = [[] for _ in range(self.n)]  # full pages moved out of long episodes
 
     @property
     def open_envs(self) -> np.ndarray:
         """Indices of the environments with an episode in progress."""
-        return np.flatnonzero(self.lengths)
+        return np.flatnonzero(self.lengths + np.array([len(p) for p in self.pages], np.int64))
 
     def _allocate(self, step: dict) -> None:
         self.cap = 64
@@ -127,7 +131,11 @@ class VectorEpisodes:
             raise ValueError(f"add_steps: this step gives {sorted(step)}, earlier steps gave "
                              f"{sorted(self.buf)}; every step must give the same columns")
         if int(self.lengths.max()) >= self.cap:
-            self._grow()
+            if self.cap < MAX_PAGE:
+                self._grow()
+            for i in np.flatnonzero(self.lengths >= self.cap):  # long episodes: page out
+                self.pages[i].append({k: v[i].copy() for k, v in self.buf.items()})
+                self.lengths[i] = 0
         envs = np.arange(self.n)
         for k, v in step.items():
             self.buf[k][envs, self.lengths] = v
@@ -138,12 +146,17 @@ class VectorEpisodes:
     def episode(self, i: int) -> dict:
         """Keyword arguments of env ``i``'s episode so far, for ``Stager.prepare`` (views)."""
         T = int(self.lengths[i])
-        if T == 0:
+        if T == 0 and not self.pages[i]:
             raise EpisodeError(f"environment {i} has no open episode")
-        kw = {k: v[i, :T] for k, v in self.buf.items()}
+        if self.pages[i]:
+            kw = {k: np.concatenate([p[k] for p in self.pages[i]] + [v[i, :T]])
+                  for k, v in self.buf.items()}
+        else:
+            kw = {k: v[i, :T] for k, v in self.buf.items()}
         kw["truncated"] = bool(self.truncated[i])
         return kw
 
     def reset(self, i: int) -> None:
         self.lengths[i] = 0
+        self.pages[i] = []
         self.truncated[i] = False
