@@ -5,8 +5,9 @@ the vector-env rows, the CRC state).
 
     python bench/writer_rss.py [transitions] [--fsync] [--vector]
 
-Prints one JSON line: transitions, seconds, peak RSS (MiB, ``ru_maxrss``) and the baseline RSS
-of the same process before the writer started.
+Prints one JSON line: transitions, seconds, peak RSS (MiB, ``VmHWM`` of /proc/self/status: this
+process's own high-water mark; ``ru_maxrss`` would include the RSS of the parent that started it,
+which Linux carries across exec) and the baseline RSS before the writer started.
 """
 
 import json
@@ -33,11 +34,23 @@ def episodes(n, rng):
         done += T
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv):
     n = int(argv[0]) if argv and argv[0].isdigit() else 200_000
     fsync, vector = "--fsync" in argv, "--vector" in argv
     rng = np.random.default_rng(0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mib()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         with fastrl.BatchWriter(root, n_actions=N_ACTIONS, mask_pad=MASK_PAD, fsync=fsync) as w:
@@ -52,7 +65,7 @@ def main(argv):
                                 rng.standard_normal(envs), rng.random(envs) < 0.01,
                                 np.zeros(envs, bool), legal=[[int(a)] for a in acts])
         seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(json.dumps({"transitions": w.transitions, "seconds": round(seconds, 3),
                       "peak_rss_mib": round(peak, 1), "baseline_rss_mib": round(base, 1),
                       "fsync": fsync, "vector": vector}))
