@@ -687,7 +687,7 @@ class ObsSpec:
             from gymnasium import spaces as S
         except ImportError as exc:  # optional dependency
             raise ImportError("ObsSpec.from_gymnasium needs gymnasium "
-                              "(pip install 'fastrl[gymnasium]')") from exc
+                              "(pip install 'fastrl-batch[gymnasium]')") from exc
         fields: list = []
         names: set = set()
 

@@ -65,7 +65,7 @@ def _imports():
         from tensordict import TensorDict
     except ImportError as e:
         raise ImportError("fastrl.torchrl needs torch and tensordict (pip install torchrl; or "
-                          f"pip install \"fastrl[torchrl]\"): {e}") from None
+                          f"pip install \"fastrl-batch[torchrl]\"): {e}") from None
     return torch, TensorDict
 
 

@@ -42,7 +42,7 @@ def _import_minari(data_format=None, who="to_minari"):
         import minari
     except ImportError as e:
         raise ImportError(f"{who} needs minari (pip install minari h5py pillow; or "
-                          f"pip install \"fastrl[minari]\"): {e}") from None
+                          f"pip install \"fastrl-batch[minari]\"): {e}") from None
     # Minari imports its storage backend (h5py or pyarrow, and Pillow, which minari 0.5.4
     # imports but does not declare) only when a dataset is written, after it has made the
     # dataset folder: import it now so a missing package fails before anything is created.

@@ -20,7 +20,7 @@ def _import_pyarrow():
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError("to_parquet needs pyarrow (pip install pyarrow; or "
-                          "pip install \"fastrl[parquet]\")") from None
+                          "pip install \"fastrl-batch[parquet]\")") from None
     return pa, pq
 
 

@@ -1,4 +1,4 @@
-"""Ray Data integration (``pip install "fastrl[ray]"``): :func:`read_dataset` reads fastrl
+"""Ray Data integration (``pip install "fastrl-batch[ray]"``): :func:`read_dataset` reads fastrl
 batches as a ``ray.data.Dataset`` (:mod:`.read`); :func:`export_ray` runs ``fastrl export`` over
 Ray tasks (:mod:`.export`)."""
 

@@ -1,4 +1,4 @@
-"""Ray Data integration (``pip install "fastrl[ray]"``).
+"""Ray Data integration (``pip install "fastrl-batch[ray]"``).
 
 - :func:`read_dataset` — fastrl batches (local roots or paths, or fsspec URLs) as a
   ``ray.data.Dataset``: one read task per part (each shard of a sharded batch, each plain batch),
@@ -31,7 +31,7 @@ try:
     from ray.data.block import BlockAccessor, BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 except ImportError as _exc:  # pragma: no cover - depends on the install
-    raise ImportError('fastrl.ray needs Ray Data: pip install "fastrl[ray]" '
+    raise ImportError('fastrl.ray needs Ray Data: pip install "fastrl-batch[ray]" '
                       f'(ray[data]); import failed: {_exc}') from _exc
 
 from .. import _format as F
