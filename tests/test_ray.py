@@ -18,6 +18,7 @@ import fastrl  # noqa: E402
 from fastrl import bot, game  # noqa: E402
 from fastrl.errors import EpisodeError  # noqa: E402
 from fastrl.export import export_episodes  # noqa: E402
+from fastrl.ray.export import split_tasks  # noqa: E402
 
 fray = pytest.importorskip("fastrl.ray")
 
@@ -135,14 +136,15 @@ def test_export_ray_skip_and_fail_like_local(ray_cluster, episodes_dir, tmp_path
     target = bad / sorted(os.listdir(bad))[1]
     target.write_text("\n".join(lines) + "\n")
     local = export_episodes(bad, tmp_path / "l", spec=game.game_spec(), on_error="skip",
-                            progress=False)
+                            n_actions=game.N_ACTIONS, progress=False)
     out = fray.export_ray(bad, tmp_path / "r", num_tasks=2, spec=game.game_spec(),
-                          on_error="skip")
+                          n_actions=game.N_ACTIONS, on_error="skip")
     _same(out, local.path)
     m = json.loads((out / "meta.json").read_text())
     assert m["skippedCount"] == 1 and m["skipped"] == local.skipped
     with pytest.raises(EpisodeError) as exc:
-        fray.export_ray(bad, tmp_path / "f", num_tasks=2, spec=game.game_spec())
+        fray.export_ray(bad, tmp_path / "f", num_tasks=2, spec=game.game_spec(),
+                        n_actions=game.N_ACTIONS)
     assert exc.value.source == str(target) and exc.value.episode == 1
     assert os.listdir(tmp_path / "f") == [".fastrl.lock"] or \
         not [e for e in os.listdir(tmp_path / "f") if not e.startswith(".fastrl.lock")]
@@ -151,10 +153,10 @@ def test_export_ray_skip_and_fail_like_local(ray_cluster, episodes_dir, tmp_path
 def test_split_tasks_contiguous_and_balanced():
     tasks = [(f"f{i}", 0, size) for i, size in enumerate([5, 1, 1, 1, 8, 1, 1, 1, 1])]
     for n in range(1, 12):
-        groups = fray._split_tasks(tasks, n)
+        groups = split_tasks(tasks, n)
         assert len(groups) == min(n, len(tasks)) and all(groups)
         assert [t for g in groups for t in g] == tasks  # file order kept
-    assert [len(g) for g in fray._split_tasks(tasks, 2)] == [4, 5]  # 8 + 12 bytes
+    assert [len(g) for g in split_tasks(tasks, 2)] == [4, 5]  # 8 + 12 bytes
 
 
 def _rows(ds):

@@ -22,10 +22,10 @@ from ..export.parse import LineCounter
 from ..export.plan import plan_export
 from ..export.tasks import Options, run_task, worker_tools
 
-__all__ = ["export_ray"]
+__all__ = ["export_ray", "split_tasks"]
 
 
-def _split_tasks(tasks, n: int) -> list[list]:
+def split_tasks(tasks, n: int) -> list[list]:
     """Cut the export tasks (path, start, end) into at most ``n`` contiguous, non-empty groups
     of about equal bytes (order kept, so the concatenation is the local export's order)."""
     n = max(1, min(n, len(tasks)))
@@ -126,7 +126,7 @@ def export_ray(episodes_dir="dataset/episodes", out_root="data/binary", *,
         ray.init()
     if num_tasks is None:
         num_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    groups = _split_tasks(tasks, num_tasks)
+    groups = split_tasks(tasks, num_tasks)
     opts = {"layout": layout, "spec_json": spec.to_json() if spec is not None else None,
             "encoder": encoder, "on_error": on_error, "mask_pad": o["mask_pad"],
             "checksum": True if o["checksum"] is None else bool(o["checksum"]),
