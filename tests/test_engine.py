@@ -316,3 +316,15 @@ def test_add_steps_long_episode_pages_out(backend, tmp_path, rng):
     np.testing.assert_array_equal(long_ep.obs, obs[:, 0].astype(np.float32))
     np.testing.assert_array_equal(long_ep.actions, acts[:, 0])
     assert b.count == 2 * T and fastrl.validate(w.path) == []
+
+
+def test_rejected_first_episode_decides_nothing(tmp_path):
+    w = fastrl.BatchWriter(tmp_path, fsync=False)
+    with pytest.raises(EpisodeError, match="reward is NaN"):
+        w.add_episode(obs=[[0.0, 1.0]], actions=[0], rewards=[np.nan], mask=[[1, 1, 1]],
+                      values=[0.5])
+    assert w.layout is None and not any(p.name.startswith(".fastrl-tmp") for p in
+                                        tmp_path.iterdir())
+    w.add_episode(obs=[[0.0, 1.0, 2.0]], actions=[1], rewards=[1.0], mask=[[1, 1]])
+    b = fastrl.load_batch(w.close())
+    assert (b.obs_dim, b.n_actions, b.values) == (3, 2, None)

@@ -114,6 +114,7 @@ class BatchWriter:
         self._level = compression_level
         self.n_actions = None if n_actions is None else int(n_actions)
         self.obs_dim = None if obs_dim is None else int(obs_dim)
+        self._given_dims = (self.n_actions, self.obs_dim)
         self.mask_pad = None if mask_pad is None else int(mask_pad)
         self.mask_dim = None
         self.flush_bytes = int(flush_bytes)
@@ -403,15 +404,27 @@ class BatchWriter:
     def _add(self, *, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,
              logprobs=None, truncated=False, states=None, final_obs=None):
         episode = self.episodes
-        if self.layout is None:
+        first = self.layout is None
+        if first:
             use_states = states is not None and self.spec is not None
             self._init_layout(None if use_states else obs, mask, legal, values, logprobs,
                               final_obs)
-        ep, st = self.engine.stager.prepare(episode, obs=obs, actions=actions, rewards=rewards,
-                                            mask=mask, legal=legal, values=values,
-                                            logprobs=logprobs, truncated=truncated, states=states,
-                                            final_obs=final_obs)
-        self.engine.put(ep, st, episode)
+        try:
+            ep, st = self.engine.stager.prepare(episode, obs=obs, actions=actions,
+                                                rewards=rewards, mask=mask, legal=legal,
+                                                values=values, logprobs=logprobs,
+                                                truncated=truncated, states=states,
+                                                final_obs=final_obs)
+            self.engine.put(ep, st, episode)
+        except EpisodeError:
+            if first:  # a rejected first episode decides nothing about the batch
+                self._forget_layout()
+            raise
+
+    def _forget_layout(self):
+        self.engine.abort()
+        self.engine = self.layout = self.mask_dim = None
+        self.n_actions, self.obs_dim = self._given_dims
 
 
 def _final_row(final_obs, i):
