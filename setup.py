@@ -20,7 +20,7 @@ import textwrap
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXTENSIONS = ["fastrl._kernels.pack", "fastrl._kernels.encode"]
+EXTENSIONS = ["fastrl._kernels.pack", "fastrl._kernels.encode", "fastrl._kernels.jscan"]
 
 
 def _truthy(name):
@@ -99,7 +99,9 @@ def _extensions():
         _log(f"WARNING: Cython or NumPy missing at build time ({exc}); installing the NumPy path only")
         return []
     # -ffp-contract=off: no fused multiply-add, so compiled and NumPy outputs stay bit-identical
-    compile_args = (["-O3"] if not DEBUG else ["-O0", "-g"]) + ["-ffp-contract=off"]
+    # -g0 (release builds): no debug information in the shipped extension (3.3 MB -> 0.6 MB)
+    compile_args = ((["-O3"] + ([] if ASAN else ["-g0"])) if not DEBUG else ["-O0", "-g"]) \
+        + ["-ffp-contract=off"]
     link_args = []
     if ASAN:
         compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]

@@ -1,9 +1,14 @@
 """Fixtures of the benchmark suites: the session workload (quick by default, full with
 ``FASTRL_BENCH_FULL=1``) and ``bench``, a thin wrapper around pytest-benchmark's ``pedantic`` that
-tags each benchmark with what ``ratios.py`` needs (group, key, items per call, bytes per call)."""
+tags each benchmark with what ``ratios.py`` needs (group, key, items per call, bytes per call).
+
+The default ``pytest`` run is ``--benchmark-quiet`` (pyproject.toml): every benchmark and the
+regression guard run, but pytest-benchmark prints no tables. ``FASTRL_BENCH_TABLES=1 pytest bench``
+prints them (or ``python bench/ratios.py``: one table of throughputs and ratios)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -11,6 +16,12 @@ import pytest
 from fastrl import _kernels as _backend
 
 from . import _benchlib as B
+
+
+def pytest_configure(config):
+    # runs before pytest-benchmark's own pytest_configure (trylast), which reads the option
+    if os.environ.get("FASTRL_BENCH_TABLES", "").strip().lower() in ("1", "true", "yes", "on"):
+        config.option.benchmark_quiet = False
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """How your own bot harness writes a fastrl batch while it plays.
 
 The "game" here is fastrl's built-in reference game; replace RefGame, the policy and the
-observation spec with your own. Run from anywhere, after ``pip install fastrl``:
+observation spec with your own. Run from anywhere, after ``pip install fastrl-batch`` (or
+``pip install .`` in a clone; the import name is ``fastrl``):
 
-    python examples/my_bot.py --episodes 20 --root data/binary
+    python examples/my_bot.py --episodes 20 --root data/my-bot
 """
 
 import argparse

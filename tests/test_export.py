@@ -148,9 +148,13 @@ def test_no_files_and_missing_dir(tmp_path):
         export_episodes(tmp_path / "empty", tmp_path / "out")
 
 
-def test_num_actions_inferred_from_legal(tmp_path, rng, capsys):
+def test_num_actions_from_legal_needs_a_source(tmp_path, rng, capsys):
+    """Legal-id lists do not give the action count: without an option or a sidecar the error
+    says what to add; inference (a second pass over every file) only on request."""
     src = write_dir(tmp_path / "eps", rng, form="legal")
-    res = export_episodes(src, tmp_path / "out")
+    with pytest.raises(FastrlError, match="--num-actions N .*write_sidecar"):
+        export_episodes(src, tmp_path / "out")
+    res = export_episodes(src, tmp_path / "out", n_actions="scan")
     assert fastrl.load_batch(res.path).n_actions <= 8
     assert "inferred" in capsys.readouterr().err
 
@@ -184,3 +188,195 @@ def test_cli_export_prints_path_last(tmp_path, rng):
     proc = subprocess.run([sys.executable, "-m", "fastrl", "export", str(src), "--out",
                            str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "zz.json" in proc.stderr and "not valid JSON" in proc.stderr
+
+
+# -- self-describing folders (sidecar), one pass, options ------------------------------------
+
+from fastrl.export import SIDECAR_NAME, find_episode_files, read_sidecar, write_sidecar  # noqa: E402
+from fastrl.export import parse as _parse  # noqa: E402
+
+
+def state_dir(d, n_eps=3, T=4, masks=True):
+    """Episodes with raw states {"a", "b"} and no obs; legal ids of 3 actions."""
+    d.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for e in range(n_eps):
+        steps = [{"state": {"a": float(t), "b": float(e)}, "action": t % 3, "reward": 1.0}
+                 for t in range(T)]
+        if masks:
+            for s in steps:
+                s["legal"] = [0, 1, 2]
+        lines.append(json.dumps({"steps": steps}))
+    (d / "e.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+AB_SPEC = {"fields": [{"name": "a", "kind": "box", "shape": []}, {"name": "b", "kind": "box", "shape": []}]}
+
+
+def test_sidecar_write_read_and_skipped_as_episode_file(tmp_path):
+    d = state_dir(tmp_path / "eps")
+    path = write_sidecar(d, spec=AB_SPEC, n_actions=3, mask_pad=8)
+    assert path.name == SIDECAR_NAME == "fastrl-episodes.json"
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "fastrl-episodes" and doc["formatVersion"] == 1
+    assert doc["numActions"] == 3 and doc["maskPad"] == 8 and "obsSpec" in doc
+    side = read_sidecar(d)
+    assert side["n_actions"] == 3 and side["mask_pad"] == 8 and side["spec"].dim == 2
+    assert [p.name for p in find_episode_files(d)] == ["e.jsonl"]
+    assert read_sidecar(tmp_path) is None
+    res = export_episodes(d, tmp_path / "out")  # no options: all from the sidecar
+    b = fastrl.load_batch(res.path)
+    assert (b.obs_dim, b.n_actions, b.mask_dim) == (2, 3, 8)
+    assert b.obs[:4].tolist() == [[t, 0.0] for t in range(4)]
+    # options override the sidecar key by key
+    res = export_episodes(d, tmp_path / "out", mask_pad=4)
+    b = fastrl.load_batch(res.path)
+    assert (b.n_actions, b.mask_dim) == (3, 4)
+    with pytest.raises(FastrlError, match="no 'obs'"):  # the sidecar ignored on request
+        export_episodes(d, tmp_path / "out", use_sidecar=False, n_actions=3)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{", "not valid JSON"),
+    ("[]", "JSON object"),
+    ('{"format": "x", "formatVersion": 1, "numActions": 3}', "'format'"),
+    ('{"format": "fastrl-episodes", "formatVersion": 9, "numActions": 3}', "formatVersion"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1}', "'numActions' is missing"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1, "numActions": true}', "numActions"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1, "numActions": 3, "maskPad": 2}',
+     "smaller"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1, "numActions": 3, "obsSpec": {"x": 1}}',
+     "not a valid ObsSpec"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1, "numActions": 3, "encoder": "os:system"}',
+     "standard-library"),
+    ('{"format": "fastrl-episodes", "formatVersion": 1, "numActions": 3, "encoder": "nocolon"}',
+     "package.module:function"),
+])
+def test_malformed_sidecar_one_line_error_naming_the_file(tmp_path, content, match):
+    d = state_dir(tmp_path / "eps")
+    (d / SIDECAR_NAME).write_text(content)
+    with pytest.raises(FastrlError, match=match) as exc:
+        export_episodes(d, tmp_path / "out")
+    msg = str(exc.value)
+    assert SIDECAR_NAME in msg and "\n" not in msg
+    assert main(["export", str(d), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+
+
+def test_states_without_obs_error_says_what_to_add(tmp_path):
+    d = state_dir(tmp_path / "eps")
+    with pytest.raises(EpisodeError) as exc:
+        export_episodes(d, tmp_path / "out", n_actions=3)
+    msg = str(exc.value)
+    assert "--spec" in msg and "--encoder" in msg and SIDECAR_NAME in msg
+    assert "write_sidecar" in msg and exc.value.step == 0
+
+
+def test_episodes_without_masks_all_legal(tmp_path):
+    d = state_dir(tmp_path / "eps", masks=False)
+    with pytest.raises(FastrlError, match="numActions unknown.*no masks"):
+        export_episodes(d, tmp_path / "out", spec=AB_SPEC)
+    res = export_episodes(d, tmp_path / "out", spec=AB_SPEC, n_actions=3, mask_pad=5)
+    b = fastrl.load_batch(res.path)
+    assert b.masks[:, :3].all() and not b.masks[:, 3:].any()
+    assert fastrl.validate(res.path) == []
+
+
+@pytest.mark.parametrize("scanner", ["0", "1"])
+def test_first_episode_parsed_once_and_no_second_pass(tmp_path, rng, monkeypatch, scanner):
+    from fastrl.export import scan
+    src = write_dir(tmp_path / "eps", rng, form="legal", n_files=3, per_file=3)
+    monkeypatch.setenv("FASTRL_EXPORT_SCANNER", scanner)
+    calls = []
+    real = _parse.loads
+    monkeypatch.setattr(_parse, "loads", lambda data: calls.append(1) or real(data))
+    res = export_episodes(src, tmp_path / "out", n_actions=8)
+    if scanner == "1" and scan.scanner_plan(None, None) is not scan.NO_SCAN:
+        # the plan parses the first episode; the scanner reads the others
+        assert len(calls) == 1
+    else:  # every episode parsed exactly once
+        assert len(calls) == res.episodes
+
+
+def test_workers_capped_by_cpus(tmp_path, rng, capsys):
+    src = write_dir(tmp_path / "eps", rng, n_files=3, per_file=2)
+    ref = export_episodes(src, tmp_path / "o1")
+    res = export_episodes(src, tmp_path / "o2", workers=100_000)
+    assert "CPU" in capsys.readouterr().err
+    assert bins(ref.path) == bins(res.path)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--num-actions", "0"], "--num-actions"),
+    (["--num-actions", str(F.MAX_DIM + 1)], "--num-actions"),
+    (["--num-actions", "x"], "--num-actions"),
+    (["--mask-pad", "-3"], "--mask-pad"),
+    (["--num-actions", "8", "--mask-pad", "4"], "--mask-pad"),
+    (["--compress", "gzip", "--compress-level", "12"], "--compress-level"),
+    (["--compress", "zstd", "--compress-level", "0"], "--compress-level"),
+    (["--compress-level", "3"], "--compress-level"),
+])
+def test_cli_ranges_are_usage_errors(tmp_path, argv, match):
+    proc = subprocess.run([sys.executable, "-m", "fastrl", "export", str(tmp_path), *argv],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and match in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith(
+        "fastrl export: error:")
+
+
+def test_cli_help_has_examples_and_reports_sources(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "examples:" in capsys.readouterr().out
+    d = state_dir(tmp_path / "eps")
+    write_sidecar(d, spec=AB_SPEC, n_actions=3)
+    assert main(["export", str(d), "--out", str(tmp_path / "o"), "--quiet",
+                 "--mask-pad", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "numActions 3 from the sidecar" in err and "maskPad 4 from --mask-pad" in err
+    assert main(["export", str(d), "--out", str(tmp_path / "o"), "--quiet", "--no-sidecar",
+                 "--num-actions", "3"]) == 1  # states, no spec: the error says what to add
+    assert "--spec" in capsys.readouterr().err
+
+
+def test_complex_encoder_output_names_the_step(tmp_path, monkeypatch):
+    (tmp_path / "cplx_enc.py").write_text(
+        "def encode(state):\n    return [state['a'] * (1j if state['a'] == 2 else 1)]\n")
+    monkeypatch.chdir(tmp_path)
+    d = state_dir(tmp_path / "eps")
+    with pytest.raises(EpisodeError, match="complex") as exc:
+        export_episodes(d, tmp_path / "out", encoder="cplx_enc:encode", n_actions=3)
+    assert exc.value.episode == 0 and exc.value.step == 2
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ["obs", "reward"])
+def test_non_finite_literal_names_the_step_with_any_parser(tmp_path, rng, monkeypatch,
+                                                           literal, where):
+    steps = make_steps(rng, 5, form="mask")
+    text = json.dumps(steps)
+    steps[3]["reward" if where == "reward" else "obs"] = "MARK" if where == "reward" else \
+        [0.0, 0.0, "MARK", 0.0, 0.0]
+    text = json.dumps(steps).replace('"MARK"', literal)
+    d = tmp_path / "eps"
+    d.mkdir()
+    (d / "a.jsonl").write_text(json.dumps(make_steps(rng, 2, form="mask")) + "\n" + text + "\n")
+    errors = []
+    for orjson in (_parse.orjson, None):
+        monkeypatch.setattr(_parse, "orjson", orjson)
+        with pytest.raises(EpisodeError) as exc:
+            export_episodes(d, tmp_path / "out")
+        errors.append(str(exc.value))
+        assert exc.value.episode == 1 and exc.value.step == 3, str(exc.value)
+    assert errors[0] == errors[1]
+
+
+def test_string_in_obs_names_the_step(tmp_path, rng):
+    steps = make_steps(rng, 5, form="mask")
+    steps[2]["obs"][1] = "oops"
+    d = tmp_path / "eps"
+    d.mkdir()
+    (d / "a.json").write_text(json.dumps(steps))
+    with pytest.raises(EpisodeError) as exc:
+        export_episodes(d, tmp_path / "out")
+    assert exc.value.step == 2 and "oops" in str(exc.value)

@@ -226,7 +226,9 @@ def test_write_episodes_files_follow_the_contract(tmp_path, fmt, per_file, n_fil
     assert len(paths) == n_files
     assert all(p.suffix == f".{fmt}" and p.parent == tmp_path / "eps" for p in paths)
     assert paths == sorted(paths)
-    assert sorted((tmp_path / "eps").iterdir()) == paths  # no temporary file left behind
+    # no temporary file left behind; the sidecar beside the episodes
+    assert sorted((tmp_path / "eps").iterdir()) == sorted(paths + [tmp_path / "eps" /
+                                                                  "fastrl-episodes.json"])
     assert all("-s4-" in p.name for p in paths)
     eps = read_episode_files(paths)
     assert eps == [bot.play_episode(bot.episode_seed(4, i)) for i in range(7)]
@@ -248,7 +250,8 @@ def test_write_episodes_seeds_and_names(tmp_path, monkeypatch):
     second = bot.write_episodes(tmp_path / "x", episodes=2, seed=3, fmt="json")
     assert len(set(first + second)) == 4
     assert [p.read_bytes() for p in first] == content
-    assert sorted((tmp_path / "x").iterdir()) == sorted(first + second)
+    assert sorted((tmp_path / "x").iterdir()) == sorted(first + second
+                                                        + [tmp_path / "x" / "fastrl-episodes.json"])
 
 
 def test_write_episodes_is_atomic(tmp_path, monkeypatch):
@@ -277,7 +280,8 @@ def test_write_episodes_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(bot, "_publish", fail)
     with pytest.raises(OSError, match="disk full"):
         bot.write_episodes(out, episodes=2, seed=9)
-    assert sorted(out.iterdir()) == sorted(paths)  # no partial or temporary file
+    # no partial or temporary file (the sidecar of the first run stays)
+    assert sorted(out.iterdir()) == sorted(paths + [out / "fastrl-episodes.json"])
 
 
 def test_write_episodes_rejects_bad_arguments(tmp_path):
@@ -319,8 +323,9 @@ def test_cli_bot(tmp_path, capsys):
     assert main(["bot", "--episodes", "3", "--seed", "1", "--out", str(tmp_path / "e"),
                  "--format", "json"]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 3 and sorted(printed) == sorted(str(p) for p in
-                                                           (tmp_path / "e").iterdir())
+    assert len(printed) == 3 and sorted(printed) == sorted(
+        str(p) for p in (tmp_path / "e").iterdir() if p.name != "fastrl-episodes.json")
+    assert (tmp_path / "e" / "fastrl-episodes.json").is_file()
     assert main(["bot", "--episodes", "2", "--direct", "--batch-root", str(tmp_path / "b"),
                  "--policy", "greedy"]) == 0
     printed = capsys.readouterr().out.split()

@@ -198,14 +198,19 @@ def _write_atomic(final: Path, chunks, fsync: bool) -> Path:
 def write_episodes(out_dir: str | os.PathLike = "dataset/episodes", episodes: int = 100,
                    seed: int = 0, fmt: str = "jsonl", per_file: int | None = None,
                    policy: str = "random", *, with_obs: bool = False,
-                   fsync: bool = True) -> list[Path]:
+                   fsync: bool = True, sidecar: bool = True,
+                   progress: bool | None = False) -> list[Path]:
     """Play ``episodes`` games and write them under ``out_dir`` in the contract §2 schema.
 
     ``fmt="jsonl"``: ``per_file`` episodes per file (default 50), one JSON object per line;
     ``fmt="json"``: one episode object per file. Files are named
     ``ep-<unix ms>-s<seed>-<index>.<fmt>`` (sorting by creation time, never replacing an existing
     file) and each appears only once complete (written under a hidden temporary name, then
-    renamed). Returns the paths written, in order.
+    renamed). ``sidecar``: also write the folder's sidecar ``fastrl-episodes.json`` (the game's
+    ObsSpec and action count), so that ``fastrl export <out_dir>`` needs no flags; a folder
+    whose sidecar describes other episodes is refused before anything is written. Returns the
+    episode files written, in order (not the sidecar). ``progress``: a progress bar of the
+    episodes played on stderr (None: when stderr is a terminal).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -222,19 +227,47 @@ def write_episodes(out_dir: str | os.PathLike = "dataset/episodes", episodes: in
     _chooser(policy)  # reject a bad policy before creating anything
     spec = game_spec() if with_obs else None
     out = Path(out_dir)
+    if sidecar:
+        _check_sidecar(out)
     out.mkdir(parents=True, exist_ok=True)
+    if sidecar:
+        from .export.sidecar import write_sidecar
+        write_sidecar(out, spec=game_spec(), n_actions=N_ACTIONS)
     stamp = f"ep-{time.time_ns() // 1_000_000:013d}-s{seed}"
     paths = []
-    for file_index, first in enumerate(range(0, episodes, per_file)):
-        # Serialize each episode as soon as it is played: holding many episodes' small objects
-        # alive makes the garbage collector's passes dominate the run time.
-        chunks = []
-        for i in range(first, min(first + per_file, episodes)):
-            chunks.append(_dumps(play_episode(episode_seed(seed, i), policy, with_obs=with_obs,
-                                              spec=spec)))
-            chunks.append(b"\n")
-        paths.append(_write_atomic(out / f"{stamp}-{file_index:06d}.{fmt}", chunks, fsync))
+    from ._progress import progress_bar
+    with progress_bar(episodes, "bot", unit="episode", enabled=progress) as bar:
+        for file_index, first in enumerate(range(0, episodes, per_file)):
+            # Serialize each episode as soon as it is played: holding many episodes' small
+            # objects alive makes the garbage collector's passes dominate the run time.
+            chunks = []
+            for i in range(first, min(first + per_file, episodes)):
+                chunks.append(_dumps(play_episode(episode_seed(seed, i), policy,
+                                                  with_obs=with_obs, spec=spec)))
+                chunks.append(b"\n")
+                bar.update(1)
+            paths.append(_write_atomic(out / f"{stamp}-{file_index:06d}.{fmt}", chunks, fsync))
     return paths
+
+
+def _check_sidecar(out: Path) -> None:
+    """Refuse a folder whose sidecar is not the reference game's (its episodes would be
+    exported with the wrong spec or action count)."""
+    from .errors import FastrlError
+    from .export.sidecar import SIDECAR_NAME, read_sidecar, sidecar_dict
+    path = out / SIDECAR_NAME
+    if not path.exists():
+        return
+    try:
+        side = read_sidecar(out)
+    except FastrlError:
+        side = None
+    want = sidecar_dict(spec=game_spec(), n_actions=N_ACTIONS)
+    if side is None or side["encoder"] is not None or side["mask_pad"] is not None \
+            or side["n_actions"] != N_ACTIONS or side["spec"] is None \
+            or json.loads(side["spec"].to_json()) != want["obsSpec"]:
+        raise FastrlError(f"{path} describes other episodes than the reference game's; write "
+                          "the bot's episodes to another folder (--out)")
 
 
 # -- writing a batch directly ----------------------------------------------------------------

@@ -12,7 +12,68 @@ from .. import _format as F
 from .._batch.meta import read_meta
 
 
+CODEC_LEVELS = {"zstd": (1, 22), "gzip": (0, 9)}
+
+EPILOG = """examples:
+  fastrl bot && fastrl export
+      episodes of the built-in game; the spec and action count come from the folder's
+      sidecar dataset/episodes/fastrl-episodes.json, written by `fastrl bot`
+  fastrl export runs/episodes --spec spec.json --num-actions 208 --mask-pad 256 --workers 4
+      re-encode each step's 'state' with an ObsSpec; masks 256 columns wide
+  fastrl export runs/episodes --encoder mygame.features:encode --num-actions 9
+      a Python function (importable from the current folder) maps one state to floats
+
+Options given here override the sidecar key by key (write one for your own episodes with
+fastrl.export.write_sidecar). The batch path is printed last, on stdout."""
+
+
+def _check_args(args) -> None:
+    """Ranges argparse types cannot check alone; a one-line usage error (exit 2) otherwise."""
+    if args.compress_level is not None:
+        if args.compress is None:
+            args.export_parser.error("--compress-level needs --compress zstd or --compress gzip")
+        lo, hi = CODEC_LEVELS[args.compress]
+        if not lo <= args.compress_level <= hi:
+            args.export_parser.error(f"argument --compress-level: {args.compress} levels are "
+                               f"{lo}..{hi}, got {args.compress_level}")
+    if getattr(args, "no_sidecar", False) and args.ray:
+        args.export_parser.error("--no-sidecar is not supported with --ray")
+    if isinstance(args.num_actions, int) and args.mask_pad is not None \
+            and args.mask_pad < args.num_actions:
+        args.export_parser.error(f"argument --mask-pad: {args.mask_pad} is smaller than "
+                           f"--num-actions {args.num_actions}")
+
+
+def report_sources(args) -> None:
+    """Say on stderr which export settings came from the folder's sidecar and which from
+    flags (nothing when the folder has no sidecar)."""
+    from ..export.sidecar import read_sidecar
+    if getattr(args, "no_sidecar", False):
+        return
+    side = read_sidecar(args.episodes_dir)
+    if side is None:
+        return
+    parts = []
+    if args.spec or args.encoder:
+        parts.append("observations from " + ("--spec" if args.spec else "--encoder"))
+    elif side["spec"] is not None:
+        parts.append(f"observation spec (obsDim {side['spec'].dim}) from the sidecar")
+    elif side["encoder"] is not None:
+        parts.append(f"encoder {side['encoder']} from the sidecar")
+    parts.append(f"numActions {args.num_actions} from --num-actions"
+                 if args.num_actions is not None
+                 else f"numActions {side['n_actions']} from the sidecar")
+    if args.mask_pad is not None:
+        parts.append(f"maskPad {args.mask_pad} from --mask-pad")
+    elif side["mask_pad"] is not None:
+        parts.append(f"maskPad {side['mask_pad']} from the sidecar")
+    print(f"fastrl export: sidecar {side['path']}: " + "; ".join(parts), file=sys.stderr)
+
+
 def _cmd_export(args) -> int:
+    if getattr(args, "export_parser", None) is not None:
+        _check_args(args)
+    report_sources(args)
     if args.ray:
         return _cmd_export_ray(args)
     from ..export import export_episodes
@@ -21,7 +82,8 @@ def _cmd_export(args) -> int:
                           workers=args.workers, on_error=args.on_error,
                           shard_bytes=args.shard_size, compression=compression_arg(args),
                           compression_level=args.compress_level,
-                          progress=None if not args.quiet else False)
+                          progress=None if not args.quiet else False,
+                          use_sidecar=not getattr(args, "no_sidecar", False))
     rate = res.transitions / max(res.seconds, 1e-9)
     print(f"exported {res.transitions:,} transitions in {res.episodes:,} episodes from "
           f"{res.files} files ({rate:,.0f} transitions/s)"
@@ -70,6 +132,22 @@ def positive_int(text):
     return v
 
 
+def bounded_int(lo, hi, *, scan=False):
+    """An argparse type: an integer in [lo, hi] (or the word "scan" when ``scan``)."""
+    def parse(text):
+        if scan and text.strip().lower() == "scan":
+            return "scan"
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not an integer{' or scan' if scan else ''}: {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {v}")
+        return v
+    return parse
+
+
 def compression_arg(args):
     if args.compress is None and not args.pack_masks:
         return None
@@ -91,20 +169,32 @@ def parse_size(text):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="episode files -> one binary batch folder")
+    p = sub.add_parser("export", help="episode files -> one binary batch folder",
+                       description="Read the episode files (*.json, *.jsonl) of a folder and "
+                                   "write one batch folder <out>/batch_<ms>.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("episodes_dir", nargs="?", default="dataset/episodes",
                    help="folder of *.json / *.jsonl episodes (default: dataset/episodes)")
     p.add_argument("--out", default="data/binary",
                    help="output root; the batch is <out>/batch_<ms> (default: data/binary)")
     enc = p.add_mutually_exclusive_group()
-    enc.add_argument("--spec", help="ObsSpec JSON file: re-encode each step's 'state'")
-    enc.add_argument("--encoder", help="package.module:function mapping a state to a list of floats")
-    p.add_argument("--num-actions", type=positive_int,
-                   help="the game's action count (default: width of the first mask)")
-    p.add_argument("--mask-pad", type=positive_int,
-                   help="store masks this many columns wide, e.g. 256 for 208 actions")
+    enc.add_argument("--spec", help="ObsSpec JSON file: re-encode each step's 'state' "
+                                    "(default: the folder's sidecar, if any)")
+    enc.add_argument("--encoder", help="package.module:function mapping a state to a list of "
+                                       "floats (default: the folder's sidecar, if any)")
+    p.add_argument("--num-actions", type=bounded_int(1, F.MAX_DIM, scan=True), metavar="N",
+                   help="the game's action count (default: the folder's sidecar, else the "
+                        "width of the first dense mask; 'scan': infer it from the largest "
+                        "legal id, reading every file twice)")
+    p.add_argument("--mask-pad", type=bounded_int(1, F.MAX_DIM), metavar="WIDTH",
+                   help="store masks this many columns wide, e.g. 256 for 208 actions "
+                        "(default: the sidecar's, else numActions)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="ignore the folder's sidecar fastrl-episodes.json (e.g. to store the "
+                        "steps' own obs)")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="parallel processes (output is identical for any number; default 1)")
+                   help="parallel processes, at most the CPUs available (output is identical "
+                        "for any number; default 1)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="bad episode: stop with an error (default) or skip it and report it")
     p.add_argument("--shard-size", type=parse_size, metavar="SIZE",
@@ -112,7 +202,8 @@ def register(sub) -> None:
                         "is a complete batch folder, episodes are never split")
     p.add_argument("--compress", choices=("zstd", "gzip"),
                    help="compress every column (not memory-mappable; `fastrl decompress` undoes)")
-    p.add_argument("--compress-level", type=int, help="codec level (zstd 3, gzip 6 by default)")
+    p.add_argument("--compress-level", type=bounded_int(0, 22), metavar="LEVEL",
+                   help="codec level: zstd 1..22 (default 3), gzip 0..9 (default 6)")
     p.add_argument("--pack-masks", action="store_true",
                    help="store masks bit-packed (np.packbits, 8 actions per byte)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -122,5 +213,5 @@ def register(sub) -> None:
                         "transitions")
     p.add_argument("--ray-tasks", type=positive_int, metavar="N",
                    help="with --ray: number of Ray tasks (default: the cluster's CPUs)")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=_cmd_export, export_parser=p)
 

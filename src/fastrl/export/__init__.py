@@ -7,6 +7,12 @@ column buffers by a worker; the main process appends the results to one ``BatchW
 order, so the output is byte-identical whatever the number of workers. At most ``2 * workers``
 task results are in flight, so memory stays bounded whatever the input size.
 
+Each episode is read by the JSON scanner (:mod:`.scan`, a Cython kernel that writes numbers
+straight into column buffers) when it can take it, else by the orjson path (``orjson.loads`` +
+:func:`.parse.episode_fields`; the standard library when orjson is missing or refuses the input),
+which also reports every error: the batch and the errors are the same whichever path ran.
+Settings not given come from the folder's sidecar ``fastrl-episodes.json`` (:mod:`.sidecar`).
+
 Episode numbers in messages: for ``.json`` files 0; for ``.jsonl`` files the 0-based line number.
 """
 
@@ -24,11 +30,14 @@ from .._batch.engine import WriteEngine, base_meta, codec_map
 from .._batch.commit import clean_stale
 from .._threads import available_cpus
 from ..errors import EpisodeError, FastrlError
+from .._progress import progress_bar
 from .parse import LineCounter, find_episode_files
-from .plan import plan_export
-from .tasks import Options, run_task, unspill
+from .plan import SCAN, plan_export
+from .sidecar import SIDECAR_NAME, read_sidecar, write_sidecar
+from .tasks import Options, run_task, seed_tools, unspill
 
-__all__ = ["export_episodes", "ExportResult", "find_episode_files", "plan_export"]
+__all__ = ["export_episodes", "ExportResult", "find_episode_files", "plan_export",
+           "write_sidecar", "read_sidecar", "SIDECAR_NAME", "SCAN"]
 
 MAX_SKIPPED_IN_META = 1000  # skipped-episode records kept in meta.json (the count is exact)
 
@@ -45,72 +54,70 @@ class ExportResult:
 
 
 
-class _Progress:
-    def __init__(self, enabled, total_files):
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-        self.total_files = total_files
-
-    def update(self, rows, episodes, files_done, final=False):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not final and now - self.last < 0.25:
-            return
-        self.last = now
-        rate = rows / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\rexport: {rows:,} transitions, {episodes:,} episodes, "
-                         f"{files_done}/{self.total_files} tasks, {rate:,.0f} transitions/s   ")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def export_episodes(episodes_dir="dataset/episodes", out_root="data/binary", *, spec=None,
-                    encoder: str | None = None, n_actions: int | None = None,
+                    encoder: str | None = None, n_actions: int | str | None = None,
                     mask_pad: int | None = None, workers: int = 1, on_error: str = "fail",
                     checksum: bool = True, progress: bool | None = None,
                     shard_bytes: int | None = None, compression=None,
                     compression_level: int | None = None,
-                    flush_bytes: int = F.DEFAULT_FLUSH_BYTES) -> ExportResult:
+                    flush_bytes: int = F.DEFAULT_FLUSH_BYTES,
+                    use_sidecar: bool = True) -> ExportResult:
     """Export every episode file in ``episodes_dir`` into one batch under ``out_root``.
 
     spec: an ObsSpec (or a path to its JSON) used to re-encode each step's ``state`` (it wins
     over a stored ``obs``); encoder: ``"package.module:function"`` mapping one state to a list of
     floats, used when no spec fits; neither: steps' ``obs`` are stored. n_actions: the game's
-    action count (default: the width of the first mask, or inferred from the ids); mask_pad:
-    stored mask width (>= n_actions). workers: processes (the output is identical for any
-    number). on_error: "fail" (stop at the first bad episode, nothing is committed) or "skip"
-    (keep good episodes, report every skipped one on stderr and in meta.json ``skipped``).
-    progress: a progress line on stderr (default: when stderr is a terminal). shard_bytes:
-    write a sharded batch of shards of about this size; compression, compression_level: as for
+    action count (default: the folder's sidecar, else the width of the first dense mask; with
+    legal-id lists and no sidecar it must be given, or ``"scan"`` to infer it from the largest
+    id, a second pass over every file); mask_pad: stored mask width (>= n_actions).
+    use_sidecar: read ``<episodes_dir>/fastrl-episodes.json`` (see :func:`write_sidecar`) for
+    the spec or encoder, n_actions and mask_pad not given here. workers: processes (capped by
+    the CPUs available and the number of tasks; the output is identical for any number).
+    on_error: "fail" (stop at the first bad episode, nothing is committed) or "skip" (keep good
+    episodes, report every skipped one on stderr and in meta.json ``skipped``). progress: a
+    progress bar on stderr (default: when stderr is a terminal). shard_bytes: write a sharded
+    batch of shards of about this size; compression, compression_level: as for
     ``BatchWriter``.
     """
     t0 = time.perf_counter()
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    spec, _, files, tasks, layout = plan_export(episodes_dir, spec=spec, encoder=encoder,
-                                                n_actions=n_actions, mask_pad=mask_pad,
-                                                on_error=on_error)
+    plan = plan_export(episodes_dir, spec=spec, encoder=encoder, n_actions=n_actions,
+                       mask_pad=mask_pad, on_error=on_error, use_sidecar=use_sidecar)
+    spec, enc_fn, files, tasks, layout = plan
+    encoder = plan.encoder
     opts = Options(layout, spec.to_json() if spec is not None else None, encoder, on_error)
-    progress = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(progress, len(tasks))
+    seed_tools(opts, spec, enc_fn)  # neither this process nor forked workers rebuild them
+    workers = cap_workers(workers, len(tasks))
     lines = LineCounter()
     skipped = []
-    pool = _start_pool(workers) if workers > 1 else None
-    try:
-        return _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder,
-                       on_error, t0, out_root, layout, spec, checksum, flush_bytes,
-                       shard_bytes, compression, compression_level)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    total = sum(end - start for _, start, end in tasks)
+    with progress_bar(total, "export", unit="B", enabled=progress) as bar:
+        pool = _start_pool(workers) if workers > 1 else None
+        try:
+            return _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files,
+                           encoder, on_error, t0, out_root, layout, spec, checksum,
+                           flush_bytes, shard_bytes, compression, compression_level,
+                           plan.first)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def cap_workers(workers: int, tasks: int) -> int:
+    """``workers`` capped by the CPUs this process may use (saying so on stderr) and by the
+    number of tasks (silently: an idle worker gains nothing)."""
+    cpus = available_cpus()
+    if workers > cpus:
+        print(f"fastrl export: {workers} workers asked for, {cpus} CPU(s) available: using "
+              f"{cpus}", file=sys.stderr)
+        workers = cpus
+    return max(1, min(workers, tasks))
 
 
 def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder, on_error, t0,
             out_root, layout, spec, checksum, flush_bytes, shard_bytes, compression,
-            compression_level):
+            compression_level, first=None):
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     clean_stale(root)
@@ -120,7 +127,7 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
     try:
         if pool is not None:
             opts.spill_dir = engine.scratch_dir()
-        for i, (task, result) in enumerate(_results(tasks, opts, pool, engine)):
+        for i, (task, result) in enumerate(_results(tasks, opts, pool, engine, first)):
             chunks, bad, failed = result
             path, start, _ = task
             base = lines.lines_before(path, start) if path.endswith(".jsonl") else 0
@@ -139,7 +146,7 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
                                          release=lambda p=spill_path: os.unlink(p))
                 else:
                     engine.append_packed(cols, lengths)
-            bar.update(engine.transitions, engine.episodes, i + 1)
+            bar.update(task[2] - task[1])
         if engine.episodes == 0:
             raise FastrlError(f"every episode in {episodes_dir} was skipped; nothing exported")
         engine.meta.update(export_meta(episodes_dir, len(files), encoder, on_error, skipped))
@@ -147,7 +154,6 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
     except BaseException:
         engine.abort()
         raise
-    bar.update(engine.transitions, engine.episodes, len(tasks), final=True)
     return ExportResult(path, engine.transitions, engine.episodes, len(files), skipped,
                         time.perf_counter() - t0)
 
@@ -190,18 +196,22 @@ def _worker_init():
             pass
 
 
-def _results(tasks, opts, pool, engine):
+def _results(tasks, opts, pool, engine, first=None):
     """Yield (task, result) in task order; at most 2*workers results held at once. Without a
-    pool, tasks run in this process and pack straight into ``engine``."""
+    pool, tasks run in this process and pack straight into ``engine``. first: (task index,
+    episode number, parsed object) of the episode the plan parsed already."""
+    def known(i):
+        return {first[1]: first[2]} if first is not None and first[0] == i else None
+
     if pool is None:
-        for t in tasks:
-            yield t, run_task(t, opts, engine)
+        for i, t in enumerate(tasks):
+            yield t, run_task(t, opts, engine, known(i))
         return
     window = 2 * pool.workers
     pending = []
-    it = iter(tasks)
-    for t in it:
-        pending.append((t, pool.submit(run_task, t, opts)))
+    it = enumerate(tasks)
+    for i, t in it:
+        pending.append((t, pool.submit(run_task, t, opts, None, known(i))))
         if len(pending) >= window:
             break
     while pending:
@@ -209,7 +219,7 @@ def _results(tasks, opts, pool, engine):
         res = fut.result()
         nxt = next(it, None)
         if nxt is not None:
-            pending.append((nxt, pool.submit(run_task, nxt, opts)))
+            pending.append((nxt[1], pool.submit(run_task, nxt[1], opts, None, known(nxt[0]))))
         yield t, res
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EpisodeError, FastrlError
+from .sidecar import SIDECAR_NAME
 
 try:  # optional fast JSON parser
     import orjson
@@ -23,19 +24,30 @@ TASK_BYTES = 16 << 20  # a .jsonl file is cut into tasks of about this many byte
 
 
 def loads(data):
-    """Parse JSON bytes (orjson when installed, else the standard library)."""
+    """Parse JSON bytes (orjson when installed, else the standard library).
+
+    What orjson refuses but the standard library reads (``NaN``/``Infinity`` literals, integers
+    beyond 64 bits, lone surrogates) is re-read by the standard library, so the same input gives
+    the same result, and the same errors naming the step at fault, whichever parser is
+    installed; only input neither parser reads is "not valid JSON"."""
     if orjson is not None:
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides, and words the error
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8")  # UnicodeDecodeError is a ValueError
     return json.loads(data)
 
 
 def find_episode_files(episodes_dir) -> list[Path]:
-    """``*.json`` and ``*.jsonl`` files directly in ``episodes_dir``, sorted by name."""
+    """``*.json`` and ``*.jsonl`` files directly in ``episodes_dir``, sorted by name (hidden
+    files and the folder's sidecar ``fastrl-episodes.json`` excluded)."""
     d = Path(episodes_dir)
     if not d.is_dir():
         raise FastrlError(f"episodes folder {d} does not exist (run `fastrl bot` to make some)")
-    files = [p for p in d.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file()
-             and not p.name.startswith(".")]
+    files = [p for p in d.iterdir() if p.suffix in (".json", ".jsonl")
+             and not p.name.startswith(".") and p.name != SIDECAR_NAME and p.is_file()]
     return sorted(files, key=lambda p: p.name)
 
 
@@ -87,6 +99,12 @@ def check_numbers(values, key, integer):
                        f"got {short(v)}", t)
 
 
+NO_OBS_HINT = ("step has 'state' but no 'obs', and nothing says how to encode states: pass "
+               "--spec SPEC.json or --encoder package.module:function (spec=/encoder= in "
+               "Python), or write the folder's sidecar " + SIDECAR_NAME + " with "
+               "fastrl.export.write_sidecar(folder, spec=..., n_actions=...)")
+
+
 def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
     """Keyword arguments for ``Stager.prepare`` from one parsed JSON episode (contract §2)."""
     truncated = False
@@ -116,8 +134,6 @@ def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
         out["truncated"] = True
     masks = step_column(steps, "mask", required=False)
     legal = step_column(steps, "legal", required=False) if masks is None else None
-    if masks is None and legal is None:
-        raise bad("step has neither 'mask' nor 'legal'", 0)
     if masks is not None:
         widths = {len(m) if isinstance(m, list) else -1 for m in masks}
         if len(widths) != 1 or -1 in widths:
@@ -125,7 +141,7 @@ def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
                      if not isinstance(m, list) or len(m) != len(masks[0]))
             raise bad("mask must be a list of 0/1 of the same length on every step", t)
         out["mask"] = masks
-    else:
+    elif legal is not None:
         for t, ids in enumerate(legal):
             if not isinstance(ids, list):
                 raise bad("legal must be a list of action ids", t)
@@ -141,9 +157,14 @@ def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
             rows = []
             for t, st in enumerate(states):
                 try:
-                    rows.append(np.asarray(encoder(st), dtype=np.float64))
+                    row = np.asarray(encoder(st))
                 except Exception as exc:  # the user's encoder failed on this state
                     raise bad(f"encoder failed: {type(exc).__name__}: {exc}", t) from None
+                if row.dtype.kind not in "fiub":
+                    raise bad(f"encoder returned {row.dtype.name} values "
+                              + ("(complex numbers are not observations)"
+                                 if row.dtype.kind == "c" else "(numbers expected)"), t)
+                rows.append(row.astype(np.float64, copy=False))
                 if rows[-1].ndim != 1 or rows[-1].shape != rows[0].shape:
                     raise bad(f"encoder returned shape {rows[-1].shape}, expected "
                                f"{rows[0].shape}", t)
@@ -153,7 +174,9 @@ def episode_fields(obj, *, use_states: bool, encoder=None) -> dict:
     else:
         obs = step_column(steps, "obs", required=False)
         if obs is None:
-            raise bad("step has no 'obs' (pass --spec or --encoder to encode 'state')", 0)
+            if isinstance(steps[0], dict) and "state" in steps[0]:
+                raise bad(NO_OBS_HINT, 0)
+            raise bad("step has no 'obs'", 0)
         width = len(obs[0]) if isinstance(obs[0], list) else -1
         for t, row in enumerate(obs):
             if not isinstance(row, list) or len(row) != width:
@@ -194,9 +217,16 @@ def read_range(path, start, end):
 
 
 
-def iter_task_episodes(path, start, end):
+def iter_task_episodes(path, start, end, known=None):
     """Yield (episode number in file or None, parsed object or exception) for one task.
-    For .jsonl ranges the number is relative to the range (line within the range)."""
+    For .jsonl ranges the number is relative to the range (line within the range). known:
+    {episode number: object already parsed} (the episode the layout was taken from), not
+    parsed again."""
+    if known:
+        if not path.endswith(".jsonl"):
+            yield 0, known[0]
+            return
+        last = max(known)
     data = read_range(path, start, end)
     if not path.endswith(".jsonl"):
         try:
@@ -205,12 +235,77 @@ def iter_task_episodes(path, start, end):
             yield 0, bad(f"not valid JSON ({exc})")
         return
     for i, line in enumerate(data.split(b"\n")):
-        if not line.strip():
+        if known and i <= last and i in known:
+            yield i, known[i]
+            continue
+        if not line or line.isspace():
             continue
         try:
             yield i, loads(line)
         except (ValueError, RecursionError) as exc:
             yield i, bad(f"not valid JSON ({str(exc)[:200]})")
+
+
+def iter_task_raw(path, start, end):
+    """Yield (episode number in file or range, data, start, stop) for one task: the episode's
+    bytes are ``data[start:stop]``, the whole file for .json, each non-blank line for .jsonl
+    (numbers as in :func:`iter_task_episodes`); no copy of the lines is made."""
+    data = read_range(path, start, end)
+    if not path.endswith(".jsonl"):
+        yield 0, data, 0, len(data)
+        return
+    pos, i, n = 0, 0, len(data)
+    find = data.find
+    while pos < n:
+        stop = find(b"\n", pos)
+        if stop < 0:
+            stop = n
+        if not _blank(data, pos, stop):
+            yield i, data, pos, stop
+        pos = stop + 1
+        i += 1
+
+
+_WS = frozenset(b" \t\r\x0b\x0c")
+
+
+def _blank(data: bytes, start: int, stop: int) -> bool:
+    """``not data[start:stop].strip()`` without copying the line (only whitespace is copied)."""
+    if start == stop:
+        return True
+    if data[start] not in _WS and data[stop - 1] not in _WS:
+        return False
+    return not data[start:stop].strip()
+
+
+def parse_raw(path, raw):
+    """One episode's bytes (from :func:`iter_task_raw`) parsed, or the EpisodeError saying why
+    they are not valid JSON (as :func:`iter_task_episodes` yields them)."""
+    try:
+        return loads(raw)
+    except (ValueError, RecursionError) as exc:
+        if path.endswith(".jsonl"):
+            return bad(f"not valid JSON ({str(exc)[:200]})")
+        return bad(f"not valid JSON ({exc})")
+
+
+def locate_step(kw: dict, exc: EpisodeError) -> EpisodeError:
+    """``exc`` (from ``Stager.prepare``) naming the step when it says only that ``obs`` or
+    ``mask`` holds something other than numbers: the first step whose row does."""
+    if exc.step is not None:
+        return exc
+    for key in ("obs", "mask"):
+        rows = kw.get(key)
+        if rows is None or isinstance(rows, np.ndarray) or not exc.reason.startswith(key):
+            continue
+        for t, row in enumerate(rows):
+            if not isinstance(row, list):
+                return EpisodeError(exc.reason, episode=exc.episode, step=t, source=exc.source)
+            for v in row:
+                if type(v) is not int and type(v) is not float and type(v) is not bool:
+                    return EpisodeError(f"{key} holds {short(v)}, not a number",
+                                        episode=exc.episode, step=t, source=exc.source)
+    return exc
 
 
 

@@ -5,6 +5,7 @@ chunks a worker hands over as files (``spill``) that the parent maps back (``uns
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -14,7 +15,8 @@ import numpy as np
 
 from .._batch.stager import Layout, Stager
 from ..errors import EpisodeError, FastrlError
-from .parse import episode_fields, iter_task_episodes
+from .parse import episode_fields, iter_task_episodes, iter_task_raw, locate_step, parse_raw
+from .scan import NO_SCAN, scan_episode, scanner_plan
 
 CHUNK_BYTES = 16 << 20  # worker results are shipped in packed chunks of about this size
 
@@ -92,8 +94,16 @@ def load_encoder(name: str):
 WORKER_CACHE: dict = {}  # (spec JSON, encoder name) -> (ObsSpec, encoder), one per process
 
 
+def seed_tools(opts: Options, spec, encoder_fn) -> None:
+    """Record the ObsSpec and encoder the parent already holds, so that neither this process
+    nor the workers forked from it rebuild them from ``opts``."""
+    WORKER_CACHE.clear()
+    WORKER_CACHE[(opts.spec_json, opts.encoder)] = (spec, encoder_fn)
+
+
 def worker_tools(opts: Options):
-    """The ObsSpec and encoder function of an export, built once per process."""
+    """The ObsSpec and encoder function of an export, built once per process (inherited from
+    the parent by forked workers when it called :func:`seed_tools`)."""
     key = (opts.spec_json, opts.encoder)
     if key not in WORKER_CACHE:
         spec = None
@@ -106,12 +116,13 @@ def worker_tools(opts: Options):
     return WORKER_CACHE[key]
 
 
-def run_task(task, opts: Options, engine=None):
+def run_task(task, opts: Options, engine=None, known=None):
     """Parse, check, encode and pack one task. With ``engine`` (one process), episodes go
     straight into the write engine's buffers; otherwise (a worker) into packed chunks that are
     returned. Returns (chunks, skipped, failed): chunks is a list of (cols, lengths); skipped
     entries are (line-in-range, step, reason), line numbers relative to the task for .jsonl
-    files; failed is True when on_error="fail" stopped at the (single) skipped entry."""
+    files; failed is True when on_error="fail" stopped at the (single) skipped entry.
+    known: {episode number in task: parsed object} not to parse again."""
     path, start, end = task
     spec, encoder = worker_tools(opts)
     if engine is not None:
@@ -128,20 +139,60 @@ def run_task(task, opts: Options, engine=None):
                 chunks.append((spill(cols, opts.spill_dir), list(lengths)))
             else:
                 chunks.append(({k: v.copy() for k, v in cols.items()}, list(lengths)))
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # parsed JSON holds no cycles: the collector's passes are pure overhead here
+    try:
+        return _run(path, start, end, opts, engine, known, spec, encoder, stager,
+                    None if engine is not None else (chunks, flush))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _put(stager, engine, flush, ep, states, ep_no):
+    if engine is not None:
+        engine.put(ep, states, ep_no)
+        return
+    if not stager.fits(ep.length):
+        flush()
+    stager.put(ep, states, ep_no)
+
+
+def _run(path, start, end, opts, engine, known, spec, encoder, stager, shipping):
     use_states = spec is not None or encoder is not None
     skipped = []
-    for ep_no, obj in iter_task_episodes(path, start, end):
+    flush = None
+    if shipping is not None:
+        chunks, flush = shipping
+    plan = scanner_plan(spec, encoder)
+    if plan is NO_SCAN:
+        episodes = iter_task_episodes(path, start, end, known)
+    else:
+        episodes = iter_task_raw(path, start, end)
+    for item in episodes:
+        ep_no, obj = item[0], item[1]
         try:
+            if plan is not NO_SCAN:
+                if known and ep_no in known:
+                    obj = known[ep_no]
+                else:
+                    kw = scan_episode(obj, plan, item[2], item[3])
+                    if kw is not None:
+                        try:
+                            ep, states = stager.prepare(ep_no, **kw)
+                            _put(stager, engine, flush, ep, states, ep_no)
+                            continue
+                        except EpisodeError:
+                            pass  # the orjson path below reports it
+                    obj = parse_raw(path, obj[item[2]:item[3]])
             if isinstance(obj, EpisodeError):
                 raise obj
             kw = episode_fields(obj, use_states=use_states, encoder=encoder)
-            ep, states = stager.prepare(ep_no, **kw)
-            if engine is not None:
-                engine.put(ep, states, ep_no)
-                continue
-            if not stager.fits(ep.length):
-                flush()
-            stager.put(ep, states, ep_no)
+            try:
+                ep, states = stager.prepare(ep_no, **kw)
+            except EpisodeError as exc:
+                raise locate_step(kw, exc) from None
+            _put(stager, engine, flush, ep, states, ep_no)
         except EpisodeError as exc:
             if opts.on_error == "fail":
                 return [], [(ep_no, exc.step, exc.reason)], True
