@@ -117,10 +117,11 @@ def export_ray(episodes_dir="dataset/episodes", out_root="data/binary", *,
     if num_tasks is not None and (not isinstance(num_tasks, int) or isinstance(num_tasks, bool)
                                   or num_tasks < 1):
         raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
-    encoder = o["encoder"]
-    spec, _, files, tasks, layout = plan_export(
-        episodes_dir, spec=o["spec"], encoder=encoder, n_actions=o["n_actions"],
+    plan = plan_export(
+        episodes_dir, spec=o["spec"], encoder=o["encoder"], n_actions=o["n_actions"],
         mask_pad=o["mask_pad"], on_error=on_error, resolve=True)
+    spec, _, files, tasks, layout = plan
+    encoder = plan.encoder  # the option, or the episode folder's sidecar
     shown = {str(p.resolve()): str(p) for p in files}  # report paths as the local export does
     if not ray.is_initialized():
         ray.init()
