@@ -41,8 +41,6 @@ KNOWN_SKIPS = {
     ("docs/HARDENING.md", "pytest tests/test_hardening.py"):
         "developer commands: long test runs",
     ("docs/HARDENING.md", "build_ext --inplace"): "rebuilds the extension in place",
-    ("docs/SCALING.md", "s3://bucket"): "needs an S3 bucket with credentials",
-    ("docs/SCALING.md", "ray.init()"): "needs a Ray cluster and an S3 bucket",
     ("docs/FORMAT.md", "batch_1690000000000"): "an example path, no such batch here",
 }
 
