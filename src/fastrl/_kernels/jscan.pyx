@@ -392,21 +392,22 @@ cdef int skip_value(Cur *c, int depth) noexcept:
         return 0 if read_number(c, &iv, &dv) > 0 else -1
     return -1
 
-cdef inline int list_next(Cur *c, int *first) noexcept:
-    """Inside a list just opened: 1 when a value follows, 0 at the closing ']', -1 on error."""
+cdef inline int next_item(Cur *c, int *first, unsigned char close) noexcept:
+    """Inside a list (close ']') or object (close '}') just opened: 1 when an item follows, 0 at
+    the closing bracket, -1 on error."""
     ws(c)
     if c.p >= c.end:
         return -1
     if first[0]:
         first[0] = 0
-        if c.p[0] == 93:
+        if c.p[0] == close:
             c.p += 1
             return 0
         return 1
     if c.p[0] == 44:
         c.p += 1
         return 1
-    if c.p[0] == 93:
+    if c.p[0] == close:
         c.p += 1
         return 0
     return -1
@@ -434,7 +435,7 @@ cdef int read_cells(Cur *c, char *dst, Py_ssize_t *k, const Py_ssize_t *shape, i
         return -1
     if ndim == 1 and integers:  # the innermost list of integers: single digits inline
         while True:
-            more = list_next(c, &first)
+            more = next_item(c, &first, 93)
             if more < 0:
                 return -1
             if more == 0:
@@ -454,7 +455,7 @@ cdef int read_cells(Cur *c, char *dst, Py_ssize_t *k, const Py_ssize_t *shape, i
             count += 1
         return 0 if count == n else -1
     while True:
-        more = list_next(c, &first)
+        more = next_item(c, &first, 93)
         if more < 0:
             return -1
         if more == 0:
@@ -650,7 +651,7 @@ cdef int read_leaf(Cur *c, Scan *sc, ScanPlan plan, int i,
         if expect(c, 91) < 0:
             return -1
         while True:
-            more = list_next(c, &first_id)
+            more = next_item(c, &first_id, 93)
             if more < 0:
                 return -1
             if more == 0:
@@ -677,9 +678,9 @@ cdef int read_node(Cur *c, Scan *sc, ScanPlan plan, int ni, int depth,
         return -1
     while True:
         if node.is_array:
-            more = list_next(c, &first)
+            more = next_item(c, &first, 93)
         else:
-            more = list_next_obj(c, &first)
+            more = next_item(c, &first, 125)
         if more < 0:
             return -1
         if more == 0:
@@ -719,25 +720,6 @@ cdef int read_state(Cur *c, Scan *sc, ScanPlan plan) noexcept:
         return -1  # a field missing: the orjson path names it
     return 0
 
-cdef inline int list_next_obj(Cur *c, int *first) noexcept:
-    """Inside an object just opened: 1 when a member follows, 0 at '}', -1 on error."""
-    ws(c)
-    if c.p >= c.end:
-        return -1
-    if first[0]:
-        first[0] = 0
-        if c.p[0] == 125:
-            c.p += 1
-            return 0
-        return 1
-    if c.p[0] == 44:
-        c.p += 1
-        return 1
-    if c.p[0] == 125:
-        c.p += 1
-        return 0
-    return -1
-
 cdef int read_step(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
     cdef const unsigned char *s
     cdef Py_ssize_t n, w
@@ -748,7 +730,7 @@ cdef int read_step(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
     if expect(c, 123) < 0:
         return -1
     while True:
-        more = list_next_obj(c, &first)
+        more = next_item(c, &first, 125)
         if more < 0:
             return -1
         if more == 0:
@@ -781,7 +763,7 @@ cdef int read_step(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
                 return -1
             first_v = 1
             while True:
-                more = list_next(c, &first_v)
+                more = next_item(c, &first_v, 93)
                 if more < 0:
                     return -1
                 if more == 0:
@@ -797,7 +779,7 @@ cdef int read_step(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
             first_v = 1
             w = 0
             while True:
-                more = list_next(c, &first_v)
+                more = next_item(c, &first_v, 93)
                 if more < 0:
                     return -1
                 if more == 0:
@@ -842,7 +824,7 @@ cdef int read_step(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
             first_v = 1
             w = 0
             while True:
-                more = list_next(c, &first_v)
+                more = next_item(c, &first_v, 93)
                 if more < 0:
                     return -1
                 if more == 0:
@@ -921,7 +903,7 @@ def scan_episode(bytes data, ScanPlan plan, Py_ssize_t start=0, Py_ssize_t stop=
             top_obj = 1
             c.p += 1
             while True:
-                more = list_next_obj(&c, &first)
+                more = next_item(&c, &first, 125)
                 if more < 0:
                     return None
                 if more == 0:
@@ -1000,7 +982,7 @@ cdef int read_steps(Cur *c, Scan *sc, ScanPlan plan, int use_states) noexcept:
     if expect(c, 91) < 0:
         return -1
     while True:
-        more = list_next(c, &first)
+        more = next_item(c, &first, 93)
         if more < 0:
             return -1
         if more == 0:
