@@ -4,13 +4,46 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import stat
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from . import _format as F
 from . import _kernels
 from .dataset import open_dataset
+from ._batch.commit import creator_dead, now_ms
 from ._batch.meta import read_meta
+from .errors import BatchFormatError
+
+NPZ_TMP_PREFIX = F.TMP_PREFIX + "npz-"  # .fastrl-tmp-npz-<ms>-<pid>-<hex>.npz beside the output
+
+
+def clean_stale_npz(folder: Path) -> list[Path]:
+    """Remove the temporary files of killed ``to_npz`` runs in ``folder``
+    (``.fastrl-tmp-npz-<ms>-<pid>-<hex>.npz`` whose process is gone); return them."""
+    removed = []
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if e.name.startswith(NPZ_TMP_PREFIX)
+                       and e.name.endswith(".npz")]
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if not stat.S_ISREG(e.stat(follow_symlinks=False).st_mode):
+                continue
+        except OSError:
+            continue
+        if creator_dead(e.name[:-len(".npz")]):
+            try:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
 
 __all__ = ["to_npz", "info", "format_info"]
 
@@ -20,7 +53,9 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
     ``masks``, ``dones`` (the origin document's), the optional columns present (``values``,
     ``logprobs``, ``truncated``), ``episode_starts`` (int64, episodes + 1) and ``meta`` (the
     meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
-    ``json.loads(str(z["meta"]))``). Written to a temporary file, then renamed. Returns ``out``."""
+    ``json.loads(str(z["meta"]))``). Written to a temporary file beside ``out``
+    (``.fastrl-tmp-npz-<ms>-<pid>-<hex>.npz``), then renamed; the temporary files of earlier
+    runs that were killed (their process is gone) are removed first. Returns ``out``."""
     ds = open_dataset(path)
     out = Path(out)
     if out.suffix != ".npz":
@@ -31,12 +66,13 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
         [[0]] + [np.asarray(b.episode_starts[1:]) + ds.row_starts[k]
                  for k, b in enumerate(ds.parts)]).astype(np.int64)
     arrays["meta"] = np.array(json.dumps(read_meta(path)))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
+    clean_stale_npz(out.parent)
+    tmp = out.with_name(f"{NPZ_TMP_PREFIX}{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}.npz")
     try:
         (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             tmp.unlink()
     return out
 
@@ -60,7 +96,7 @@ def info(path: str | os.PathLike) -> dict:
         b = ds.parts[0]
         step = max(1, b.count // 20000)  # a sample of rows is enough for a density
         density = float(np.asarray(b.masks[::step, :b.n_actions]).mean())
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = _bytes_on_disk(path)
     count = len(ds)
 
     def stats(x):
@@ -92,6 +128,20 @@ def info(path: str | os.PathLike) -> dict:
     }
 
 
+def _bytes_on_disk(path: Path) -> int:
+    """Sum of the sizes of the regular files under ``path`` (links are not followed)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
 def format_info(d: dict) -> str:
     """Human-readable rendering of :func:`info`."""
     def s(st, fmt="{:.3g}"):
@@ -120,41 +170,92 @@ def format_info(d: dict) -> str:
     return "\n".join(lines)
 
 
+def default_decompress_root(path: Path) -> Path:
+    """Where :func:`decompress` writes by default: ``<root>-decompressed`` beside the batch's
+    root (``data/binary/batch_X`` -> ``data/binary-decompressed/batch_X``), so the plain copy
+    is never a second copy of the same transitions in the source root."""
+    root = Path(os.path.abspath(path)).parent
+    return root.with_name(root.name + "-decompressed")
+
+
 def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = None) -> Path:
-    """Write a plain (uncompressed, memory-mappable, seed-format) copy of the compressed batch at
-    ``path`` as a new ``batch_<ms>`` in ``out_root`` (default: beside it); return its path.
-    Every decoded column is checked against its recorded CRC32 first."""
+    """Write a plain (uncompressed, memory-mappable) copy of the compressed batch at ``path``
+    into ``out_root`` under the batch's own name (default :func:`default_decompress_root`:
+    ``<root>-decompressed`` beside the source root; never the source root itself, where the
+    copy would count every transition twice); return its path.
+
+    Refused (BatchFormatError, nothing written): a batch with no compressed column (it already
+    is the plain format), any problem ``validate(check_data=False)`` finds in the source (bad
+    meta or manifest, wrong totals, a damaged plain column under its checksum...), or a copy
+    whose name already exists in ``out_root``. Every column is checked against its recorded
+    CRC32 as it is copied or decoded, and the copy is checked again before it is committed
+    (written in a hidden temporary folder, renamed into place)."""
     from ._batch.columnset import write_json
     from ._batch.commit import TempFolder
-    from ._batch.meta import batch_parts, column_layout, meta_problems, size_problems
-    from .errors import BatchFormatError
+    from ._batch.meta import batch_parts, column_layout
+    from ._batch.safeio import SafeFile
     from .reader import open_columns
+    from .validate import validate
 
     path = Path(path)
+    src_abs = Path(os.path.abspath(path))
+    probs = validate(path, check_data=False)
+    if probs:
+        raise BatchFormatError(f"{path}: not decompressed, the batch is not sound: "
+                               + "; ".join(probs[:5]))
     top = read_meta(path)
-    tmp = TempFolder(Path(out_root) if out_root is not None else path.parent)
+    parts = batch_parts(path)
+    metas = [read_meta(p) for p in parts]
+    if not any(m.get("codecs") for m in metas):
+        raise BatchFormatError(f"{path}: not compressed (no column has a codec): it already is "
+                               "the plain format, nothing to decompress")
+    root = Path(out_root) if out_root is not None else default_decompress_root(path)
+    if os.path.abspath(root) == str(src_abs.parent):
+        raise BatchFormatError(f"{root}: is the batch's own root; the plain copy would count "
+                               "its transitions twice there (choose another output root)")
+    final = root / src_abs.name
+    if os.path.lexists(final):
+        raise FileExistsError(f"{final} exists (decompressed before?); remove it or choose "
+                              "another output root")
+    tmp = TempFolder(root, kind="decompress")
     try:
-        for part in batch_parts(path):
+        for part, meta in zip(parts, metas):
             dest = tmp.path if part == path else tmp.path / part.name
             dest.mkdir(exist_ok=True)
-            meta = read_meta(part)
-            probs = meta_problems(meta)
             codecs = meta.pop("codecs", None) or {}
-            layout = column_layout(meta, part) if not probs else {}
-            probs = probs or size_problems(layout, codecs)
-            if probs:
-                raise BatchFormatError(f"{part}: " + "; ".join(probs))
-            cols = open_columns(layout, codecs, verify=True)
+            layout = column_layout(meta, part)
             sums = meta.get("checksums")
             for name, (fpath, _, _) in layout.items():
-                np.ascontiguousarray(cols[name]).tofile(dest / fpath.name)
-                if name in codecs and isinstance(sums, dict):
-                    sums.pop(codecs[name]["file"], None)
-                    sums[fpath.name] = codecs[name]["rawChecksum"]
-            write_json(dest / "meta.json", meta)
+                out = dest / fpath.name
+                if name in codecs:  # one column in memory at a time
+                    col = open_columns(layout, codecs, verify=True, names=[name])[name]
+                    np.ascontiguousarray(col).tofile(out)
+                    del col
+                    if isinstance(sums, dict):
+                        sums.pop(codecs[name]["file"], None)
+                        sums[fpath.name] = codecs[name]["rawChecksum"]
+                    continue
+                crc = 0
+                with SafeFile(fpath, fpath.name) as f, open(out, "xb") as fo:
+                    for buf in f.chunks():
+                        crc = zlib.crc32(buf, crc)
+                        fo.write(buf)
+                want = sums.get(fpath.name) if isinstance(sums, dict) else None
+                if want is not None and f"crc32:{crc:08x}" != str(want).lower():
+                    raise BatchFormatError(f"{fpath}: checksum mismatch while copying "
+                                           f"(meta.json {want}, file crc32:{crc:08x})")
+            for fpath in dest.iterdir():
+                if fpath.is_file() and not fpath.name.startswith("."):
+                    with open(fpath, "rb+") as fo:
+                        os.fsync(fo.fileno())
+            write_json(dest / F.META_FILE, meta)
         if top.get("sharded") is True:
-            write_json(tmp.path / "meta.json", top)
-        return tmp.commit()
+            write_json(tmp.path / F.META_FILE, top)
+        probs = validate(tmp.path, check_data=False)
+        if probs:
+            raise BatchFormatError(f"{path}: the plain copy does not validate, not committed: "
+                                   + "; ".join(probs[:5]))
+        return tmp.commit_as(final)
     except BaseException:
         tmp.discard()
         raise

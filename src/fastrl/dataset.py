@@ -15,21 +15,40 @@ import numpy as np
 
 from . import _format as F
 from .errors import BatchFormatError
-from ._batch.meta import batch_parts, check_shard_chain
+from ._batch.meta import batch_parts, check_shard_chain, read_meta
 from .reader import Batch, EpisodeView, load_batch
 
 __all__ = ["open_dataset", "Dataset"]
 
 
+def root_batches(p: Path) -> list[str]:
+    """Names of the committed batches in the root ``p`` (``batch_*`` folders holding a
+    ``meta.json``), sorted. A ``batch_*`` entry that is a symbolic link is an error: fastrl
+    never follows a link out of a root (open the link's target explicitly if you mean it)."""
+    names = []
+    with os.scandir(p) as it:
+        for e in it:
+            if not e.name.startswith(F.BATCH_PREFIX):
+                continue
+            if e.is_symlink():
+                raise BatchFormatError(f"{e.path}: is a symbolic link (fastrl never follows a "
+                                       "link out of a root; open its target explicitly)")
+            if e.is_dir(follow_symlinks=False) \
+                    and os.path.lexists(os.path.join(e.path, F.META_FILE)):
+                names.append(e.name)
+    return sorted(names)
+
+
 def _expand(p: Path) -> list[tuple[Path, list[Path]]]:
     """(batch folder, its parts) for a batch folder, or for every batch in a root."""
-    if (p / F.META_FILE).exists():
+    if os.path.lexists(p / F.META_FILE):
         return [(p, batch_parts(p))]
     if not p.is_dir():
         raise BatchFormatError(f"{p}: not a folder")
-    batches = sorted(e.name for e in os.scandir(p)
-                     if e.name.startswith(F.BATCH_PREFIX) and e.is_dir()
-                     and os.path.exists(os.path.join(e.path, F.META_FILE)))
+    try:
+        batches = root_batches(p)
+    except OSError as exc:
+        raise BatchFormatError(f"{p}: cannot list ({exc.strerror or exc})") from None
     return [(p / name, batch_parts(p / name)) for name in batches]
 
 
@@ -38,9 +57,10 @@ class Dataset:
     ``num_episodes``; ``episode(i)``; ``transition(i)`` (dict of one row); ``sample(n, rng)``;
     ``locate(i)`` -> (part index, row); ``parts`` are the opened :class:`Batch` objects."""
 
-    def __init__(self, sources: list[Path], root: Path | None):
+    def __init__(self, sources: list[Path], root: Path | None, copy: bool = False):
         self._sources = sources
         self._root = root
+        self._copy = copy
         self.parts: list[Batch] = []
         self._paths: list[Path] = []
         self._empty: set = set()
@@ -57,7 +77,12 @@ class Dataset:
             for batch_path, parts in _expand(src):
                 if parts[0] in seen:
                     continue
-                group = [load_batch(p) for p in parts]
+                if parts[0] != batch_path:  # shards: none may itself be sharded
+                    for p in parts:
+                        if read_meta(p).get("sharded") is True:
+                            raise BatchFormatError(f"{p}: meta.json: a shard must not itself "
+                                                   "be sharded")
+                group = [load_batch(p, copy=self._copy) for p in parts]
                 if parts[0] != batch_path:
                     check_shard_chain(batch_path, group)
                 opened += group
@@ -161,12 +186,15 @@ class Dataset:
                f"episodes={self.num_episodes})"
 
 
-def open_dataset(root_or_paths) -> Dataset:
+def open_dataset(root_or_paths, *, copy: bool = False) -> Dataset:
     """Open a batch, a sharded batch, a root folder of batches (``batch_*`` with a meta.json,
-    in name order), or a list of any of these, as one :class:`Dataset`."""
+    in name order), or a list of any of these, as one :class:`Dataset`.
+
+    ``copy=True`` reads every column into memory instead of mapping it (see
+    :func:`fastrl.load_batch`): for folders other processes may truncate while you read."""
     if isinstance(root_or_paths, (str, os.PathLike)):
         sources = [Path(root_or_paths)]
     else:
         sources = [Path(p) for p in root_or_paths]
     root = sources[0] if len(sources) == 1 else None
-    return Dataset(sources, root)
+    return Dataset(sources, root, copy=copy)

@@ -2,7 +2,9 @@
 
 Nothing in ``meta.json`` is trusted beyond what the files hold: every size is checked against the
 file on disk before anything is mapped, so a truncated or resized file is an error, never a wrong
-answer or an out-of-memory.
+answer or an out-of-memory. Files are opened through :mod:`fastrl._batch.safeio`: only regular
+files, never through a symbolic link, never blocking on a FIFO or device; what is mapped is the
+file whose size was checked.
 """
 
 from __future__ import annotations
@@ -14,30 +16,57 @@ from pathlib import Path
 import numpy as np
 
 from . import _format as F
-from ._batch.codecs import decode_column
+from ._batch.codecs import budget_error, decode_budget, decode_column
 from ._batch.meta import (checksum_problems, column_layout, episode_starts_from, index_problems,
                           is_int, meta_problems, read_meta, size_problems)
+from ._batch.safeio import map_array, read_array
 from .errors import BatchFormatError
 
-__all__ = ["load_batch", "Batch", "EpisodeView", "open_columns"]
+__all__ = ["load_batch", "Batch", "EpisodeView", "open_columns", "read_meta"]
 
-def open_columns(layout: dict, codecs: dict, verify: bool = False) -> dict:
-    """name -> array: memory-mapped plain files, decoded (in-memory) compressed ones."""
+
+def decoded_bytes(layout: dict, codecs: dict) -> int:
+    """Bytes the compressed columns of ``layout`` decode to (their shapes' sizes)."""
+    return sum(math.prod(int(x) for x in shape) * dtype.itemsize
+               for name, (_, dtype, shape) in layout.items() if name in codecs)
+
+
+def open_columns(layout: dict, codecs: dict, verify: bool = False, copy: bool = False,
+                 names=None) -> dict:
+    """name -> read-only array: memory-mapped plain files (``copy``: read into memory
+    instead), decoded (in-memory) compressed ones. ``names`` limits it to those columns.
+
+    The compressed columns of the folder together may decode to at most the decode budget
+    (``FASTRL_MAX_DECODE_BYTES``, see :func:`fastrl._batch.codecs.decode_budget`); more is
+    refused before anything is inflated."""
+    if names is not None:
+        layout = {n: v for n, v in layout.items() if n in names}
+    want = decoded_bytes(layout, codecs)
+    budget = decode_budget() if want else 0
+    if want > budget:
+        first = next(codecs[n]["file"] for n in layout if n in codecs)
+        raise budget_error(first if len([n for n in layout if n in codecs]) == 1
+                           else "the compressed columns", want, budget)
     cols = {}
     for name, (fpath, dtype, shape) in layout.items():
         if name in codecs:
-            cols[name] = decode_column(fpath.parent, codecs[name], dtype, shape, verify=verify)
+            cols[name] = decode_column(fpath.parent, codecs[name], dtype, shape, verify=verify,
+                                       budget=budget)
         else:
-            cols[name] = _map(fpath, dtype, shape)
+            cols[name] = _map(fpath, dtype, shape, copy=copy)
     return cols
 
 
-def _map(fpath: Path, dtype, shape):
-    """A read-only array mapped from ``fpath``. A plain ndarray view of the np.memmap (which it
-    keeps alive): slicing it costs what slicing an in-RAM array costs."""
-    if math.prod(int(x) for x in shape) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(fpath, dtype=dtype, mode="r", shape=shape).view(np.ndarray)
+def _map(fpath: Path, dtype, shape, copy: bool = False):
+    """A read-only array mapped from the regular file ``fpath`` (``copy``: read into memory).
+    A plain ndarray view of the np.memmap (which it keeps alive): slicing it costs what slicing
+    an in-RAM array costs."""
+    try:
+        return (read_array if copy else map_array)(fpath, dtype, shape, fpath.name)
+    except FileNotFoundError:
+        raise BatchFormatError(f"{fpath.name}: missing") from None
+    except OSError as exc:
+        raise BatchFormatError(f"{fpath.name}: cannot read ({exc.strerror or exc})") from None
 
 
 class EpisodeView:
@@ -167,12 +196,16 @@ class Batch:
                 f"episodes={self.num_episodes}, obsDim={self.obs_dim}, maskDim={self.mask_dim})")
 
 
-def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
+def load_batch(path: str | os.PathLike, *, verify: bool = False, copy: bool = False) -> Batch:
     """Open the batch folder ``path`` with memory-mapped, read-only columns.
 
     Checks meta.json and every file's size before mapping (BatchFormatError naming the file and
     the expected vs found size otherwise). ``verify=True`` also recomputes the checksums (reads
     every byte once). Opening costs a few system calls, whatever the batch size.
+
+    ``copy=True`` reads every column into memory instead of mapping it (read-only arrays). Use
+    it when another process may truncate the files while you read them: a mapped file that
+    shrinks under a reader kills it with SIGBUS (see docs/HARDENING.md), a copied one cannot.
     """
     path = Path(path)
     if not path.is_dir():
@@ -200,7 +233,7 @@ def load_batch(path: str | os.PathLike, *, verify: bool = False) -> Batch:
         if probs:
             raise BatchFormatError(f"{path}: " + "; ".join(probs))
     try:
-        cols = open_columns(layout, codecs, verify=verify)
+        cols = open_columns(layout, codecs, verify=verify, copy=copy)
     except BatchFormatError as exc:
         raise BatchFormatError(f"{path}: {exc}") from None
     if F.EPISODE_INDEX[0] in cols:

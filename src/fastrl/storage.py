@@ -21,6 +21,17 @@ An object store has no atomic folder rename, so the rule of docs/FORMAT.md ("a f
 
 Batches are immutable once committed: uploading a batch name that already exists remotely with a
 different ``meta.json`` is refused.
+
+Nothing outside the target
+--------------------------
+- :func:`fetch_batch` trusts no remote listing: every object key must be a plain relative path
+  (no absolute path, no ``..``, ``.`` or empty component, no backslash or NUL, no component over
+  255 bytes); one that is not fails the fetch with an error naming the key, before anything is
+  downloaded. Keys nested deeper than a shard's files are not part of a batch and are skipped.
+  The remote ``meta.json`` is read up to the 64 MiB limit only.
+- :func:`upload_batch` uploads regular files only: a symbolic link (or FIFO, device...) inside
+  the batch is refused with an error naming it, never followed, so no file outside the batch
+  can be sent.
 """
 
 from __future__ import annotations
@@ -28,12 +39,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 
 from . import _format as F
-from ._batch.commit import TempFolder, clean_stale, fsync_dir, stale_temp_folders
+from ._batch.commit import TempFolder, clean_stale, fsync_dir, now_ms, stale_temp_folders
+from ._batch.safeio import SafeFile, kind_of, name_problem
 from .errors import BatchFormatError
 
 __all__ = ["upload_batch", "list_batches", "fetch_batch", "open_remote_dataset",
@@ -142,24 +156,35 @@ def _mtime(info: dict) -> float | None:
 # -- local batches --------------------------------------------------------------------------
 
 def _local_problems(path: Path) -> list[str]:
-    """``validate(check_data=False)`` problems of a local batch, without the report about
-    abandoned temporary folders of other writers beside it (not this batch's concern)."""
+    """``validate(check_data=False)`` problems of a local batch."""
     from .validate import validate
-    beside = f"{path.parent}: "
-    return [p for p in validate(path, check_data=False) if not p.startswith(beside)]
+    return validate(path, check_data=False)
 
 
 def _batch_files(src: Path) -> tuple[list[str], list[str], str]:
     """(data files, shard meta.json files, top meta.json) of the local batch ``src``, as paths
-    relative to it, in upload order. Hidden files (``.owner``...) are never uploaded."""
+    relative to it, in upload order. Hidden files (``.owner``...) are never uploaded. Only
+    regular files are: a symbolic link, FIFO, device or socket in the batch is refused
+    (BatchFormatError naming it), so nothing outside the batch is ever read or sent."""
     from ._batch.meta import batch_parts, read_meta
     meta = read_meta(src)
     parts = batch_parts(src) if meta.get("sharded") is True else [src]
     data, metas = [], []
     for part in parts:
         rel = part.relative_to(src)
-        for entry in sorted(os.scandir(part), key=lambda e: e.name):
-            if entry.name.startswith(".") or entry.name == F.META_FILE or not entry.is_file():
+        with os.scandir(part) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                continue  # shard folders (listed through the manifest), or not the batch's
+            if not stat.S_ISREG(mode):
+                raise BatchFormatError(f"{entry.path}: is a {kind_of(mode)}; not uploaded (a "
+                                       "batch holds regular files only, links are never "
+                                       "followed)")
+            if entry.name == F.META_FILE:
                 continue
             data.append(str(rel / entry.name) if part != src else entry.name)
         if part != src:
@@ -168,20 +193,56 @@ def _batch_files(src: Path) -> tuple[list[str], list[str], str]:
 
 
 def _copy_local(src: Path, root: Path, name: str, files: list[str]) -> Path:
-    """Copy a batch into a local root: into a hidden owned temporary folder, then rename."""
+    """Copy a batch into a local root: into a hidden owned temporary folder, then rename.
+    Each file is read through :mod:`fastrl._batch.safeio` (a regular file, no link)."""
     final = root / name
     tmp = TempFolder(root, kind="upload")
     try:
         for rel in files:
             dst = tmp.path / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / rel, dst)
-            with open(dst, "rb+") as f:
-                os.fsync(f.fileno())
+            with SafeFile(src / rel, str(src / rel)) as fin, open(dst, "xb") as fout:
+                for buf in fin.chunks():
+                    fout.write(buf)
+                fout.flush()
+                os.fsync(fout.fileno())
         return tmp.commit_as(final)
     except BaseException:
         tmp.discard()
         raise
+
+
+def _read_meta_bytes(path: Path) -> bytes:
+    from ._batch.meta import MAX_META_BYTES
+    with SafeFile(path) as f:
+        return f.read_capped(MAX_META_BYTES)
+
+
+def _lsize(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return None
+
+
+_MAX_KEY_BYTES = 4096
+
+
+def remote_key_problem(rel) -> str | None:
+    """Why a remote object key (relative to the batch prefix) cannot be written under the
+    download folder, or None: absolute, ``..``/``.``/empty components, backslashes, NUL,
+    components over 255 bytes, or over 4096 bytes in all."""
+    if not isinstance(rel, str) or not rel:
+        return "empty or not a string"
+    if rel.startswith("/"):
+        return "an absolute path"
+    if len(rel.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
+        return f"longer than {_MAX_KEY_BYTES} bytes"
+    for part in rel.split("/"):
+        problem = name_problem(part)
+        if problem:
+            return f"component {part[:40]!r}: {problem}"
+    return None
 
 
 # -- public API -----------------------------------------------------------------------------
@@ -207,16 +268,16 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
         if probs:
             raise BatchFormatError(f"{src}: not uploaded, the batch is not sound: "
                                    + "; ".join(probs[:10]))
-    name = src.name
+    name = Path(os.path.abspath(src)).name
     data, metas, top = _batch_files(src)
-    local_meta = (src / top).read_bytes()
+    local_meta = _read_meta_bytes(src / top)
 
     if not is_remote(remote_root):
         root = local_path(remote_root)
         root.mkdir(parents=True, exist_ok=True)
         final = root / name
-        if (final / F.META_FILE).exists():
-            if (final / F.META_FILE).read_bytes() == local_meta:
+        if os.path.lexists(final / F.META_FILE):
+            if _read_meta_bytes(final / F.META_FILE) == local_meta:
                 return str(final)
             raise FileExistsError(f"{final} exists and is another batch (batches are immutable)")
         return str(_copy_local(src, root, name, data + metas + [top]))
@@ -247,7 +308,7 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     listed = files_under(fs, dest)
     missing = [r for r in data + metas
                if r not in listed or (listed[r].get("size") is not None
-                                      and listed[r]["size"] != (src / r).stat().st_size)]
+                                      and listed[r]["size"] != _lsize(src / r))]
     if missing:
         raise OSError(f"fastrl: upload of {src} to {url} incomplete ({len(missing)} objects "
                       f"missing or of the wrong size, e.g. {missing[0]}); not committed")
@@ -270,10 +331,8 @@ def list_batches(remote_root, fs_options: dict | None = None) -> list[str]:
         root = local_path(remote_root)
         if not root.is_dir():
             return []
-        names = sorted(e.name for e in os.scandir(root)
-                       if e.name.startswith(F.BATCH_PREFIX) and e.is_dir()
-                       and os.path.exists(os.path.join(e.path, F.META_FILE)))
-        return [str(root / n) for n in names]
+        from .dataset import root_batches
+        return [str(root / n) for n in root_batches(root)]
     fs, root = filesystem(str(remote_root), fs_options)
     names = sorted(top for top, files in _listing(fs, root).items()
                    if top.startswith(F.BATCH_PREFIX) and F.META_FILE in files)
@@ -328,34 +387,46 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
         return path
     url = str(url).rstrip("/")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    _check_batch_name(url.rsplit("/", 1)[-1], url)
     cache.mkdir(parents=True, exist_ok=True)
     final = cache / _cache_key(url)
-    if final.exists():
-        if not refresh and _sizes_ok(final):
+    if os.path.lexists(final):
+        if not refresh and not os.path.islink(final) and _sizes_ok(final):
             return final
         _remove_cached(final, cache)
     clean_stale(cache)
     fs, rpath = filesystem(url, fs_options)
-    name = rpath.rsplit("/", 1)[-1]
+    name = _check_batch_name(rpath.rsplit("/", 1)[-1], url)
     tmp = TempFolder(cache, kind="fetch")
     try:
         dst = tmp.path / name
-        try:
-            top_meta = fs.cat_file(f"{rpath}/{F.META_FILE}")
-        except FileNotFoundError:
-            raise BatchFormatError(f"{url}: no meta.json (not a batch, or not committed)") from None
+        top_meta = _cat_capped(fs, f"{rpath}/{F.META_FILE}", url)
         files = files_under(fs, rpath)
-        rels = sorted(r for r in files if r != F.META_FILE
-                      and not any(p.startswith(".") for p in r.split("/")))
-        for d in sorted({os.path.dirname(r) for r in rels}):
-            (dst / d).mkdir(parents=True, exist_ok=True)
+        rels = []
+        for r in sorted(files):
+            problem = remote_key_problem(r)
+            if problem:
+                raise BatchFormatError(f"{url}: remote key {r[:200]!r} is not a plain relative "
+                                       f"path ({problem}); nothing fetched")
+            if r == F.META_FILE or any(p.startswith(".") for p in r.split("/")) \
+                    or r.count("/") > 1:
+                continue  # hidden files, and keys deeper than a shard's files: not the batch's
+            rels.append(r)
         dst.mkdir(parents=True, exist_ok=True)
+        for d in sorted({os.path.dirname(r) for r in rels} - {""}):
+            (dst / d).mkdir(exist_ok=True)
+        base = os.path.realpath(dst) + os.sep
+        for r in rels:  # defence in depth: every target lies inside the download folder
+            if not os.path.realpath(dst / r).startswith(base):
+                raise BatchFormatError(f"{url}: remote key {r[:200]!r} would be written outside "
+                                       "the download folder; nothing fetched")
         if rels:
             if len(rels) == 1:
                 fs.get_file(f"{rpath}/{rels[0]}", str(dst / rels[0]))
             else:
                 fs.get([f"{rpath}/{r}" for r in rels], [str(dst / r) for r in rels])
-        (dst / F.META_FILE).write_bytes(top_meta)
+        with open(dst / F.META_FILE, "xb") as f:
+            f.write(top_meta)
         from .validate import validate
         probs = validate(dst, check_data=False)
         if probs:
@@ -371,12 +442,38 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
     return final
 
 
+def _check_batch_name(name: str, url: str) -> str:
+    problem = name_problem(name)
+    if problem or name.startswith("."):
+        raise BatchFormatError(f"{url}: the batch name {name[:80]!r} is not a plain folder name "
+                               f"({problem or 'hidden'})")
+    return name
+
+
+def _cat_capped(fs, rpath: str, url: str) -> bytes:
+    """A remote meta.json's bytes, read up to the meta.json size limit (never more)."""
+    from ._batch.meta import MAX_META_BYTES
+    try:
+        with fs.open(rpath, "rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)
+    except FileNotFoundError:
+        raise BatchFormatError(f"{url}: no meta.json (not a batch, or not committed)") from None
+    except IsADirectoryError:
+        raise BatchFormatError(f"{url}: meta.json is not a file") from None
+    if len(raw) > MAX_META_BYTES:
+        raise BatchFormatError(f"{url}/meta.json: larger than the {MAX_META_BYTES}-byte limit")
+    return raw
+
+
 def _remove_cached(final: Path, cache: Path) -> None:
     """Take a bad or outdated cached copy out of the way atomically, then delete it."""
-    trash = cache / f"{F.TMP_PREFIX}trash-{time.time_ns()}-{os.getpid()}"
+    trash = cache / f"{F.TMP_PREFIX}trash-{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         os.rename(final, trash)
     except FileNotFoundError:
+        return
+    if os.path.islink(trash):
+        os.unlink(trash)
         return
     shutil.rmtree(trash, ignore_errors=True)
 
@@ -426,12 +523,12 @@ def clean_incomplete(remote_root, *, grace_s: float = DEFAULT_GRACE_S, dry_run: 
             stale = clean_stale(root)
         out += [str(p) for p in stale]
         for e in sorted(os.scandir(root), key=lambda e: e.name):
-            if not (e.name.startswith(F.BATCH_PREFIX) and e.is_dir()) \
-                    or os.path.exists(os.path.join(e.path, F.META_FILE)):
+            if not (e.name.startswith(F.BATCH_PREFIX) and e.is_dir(follow_symlinks=False)) \
+                    or os.path.lexists(os.path.join(e.path, F.META_FILE)):
                 continue
-            newest = max([os.stat(os.path.join(d, f)).st_mtime
+            newest = max([_lmtime(os.path.join(d, f))
                           for d, _, fs_ in os.walk(e.path) for f in fs_]
-                         + [e.stat().st_mtime])
+                         + [e.stat(follow_symlinks=False).st_mtime])
             if grace_s <= 0 or now - newest > grace_s:
                 if not dry_run:
                     shutil.rmtree(e.path, ignore_errors=True)
@@ -449,6 +546,13 @@ def clean_incomplete(remote_root, *, grace_s: float = DEFAULT_GRACE_S, dry_run: 
             fs.rm(f"{root}/{top}", recursive=True)
         out.append(join_url(str(remote_root), top))
     return out
+
+
+def _lmtime(path: str) -> float:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 # -- command line (``fastrl upload | ls | fetch | clean-remote``) ------------------------------

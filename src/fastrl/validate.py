@@ -1,4 +1,11 @@
-"""``validate``: find every problem in a batch folder (never raises for a bad batch)."""
+"""``validate``: find every problem in a batch folder (never raises for a bad batch).
+
+``validate`` judges the batch: it reports exactly what a reader (``load_batch``,
+``open_dataset``) refuses, plus the data rules of docs/FORMAT.md that readers do not check
+(NaN/Inf, mask values, action legality, dones at episode ends...). What it notices beside the
+batch, in its root (temporary folders abandoned by crashed writers), is not a problem of the
+batch: :func:`root_notes` returns it separately.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,12 @@ import numpy as np
 from . import _format as F
 from ._batch import commit
 from ._batch.meta import (batch_parts, checksum_problems, column_layout, episode_starts_from,
-                          index_problems, meta_problems, read_meta, shard_record_problem,
-                          size_problems)
+                          folder_entry_problems, index_problems, meta_problems, read_meta,
+                          shard_problems, size_problems)
 from .errors import BatchFormatError
 from .reader import open_columns
 
-__all__ = ["validate"]
+__all__ = ["validate", "root_notes"]
 
 _CHUNK_BYTES = 32 << 20
 _MAX_REPORTS_PER_CHECK = 5  # per kind of problem; the total count is always given
@@ -46,13 +53,38 @@ class _Tally:
 def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     """Return every problem found in the batch at ``path`` (an empty list when it is sound).
 
-    Checks meta.json keys and coherence, that every file exists with exactly the size its shape
-    gives, checksums, and (``check_data``) the data: NaN/Inf in float columns, mask values not
-    0/1, non-zero padding mask columns, actions outside [0, numActions) or not legal under their
-    own mask, dones/truncated inconsistent with the episode index. Reads the files in chunks, so
-    memory stays bounded.
+    Checks meta.json (strict JSON, keys and coherence), that every file is a regular file (no
+    link, FIFO or device) with exactly the size its shape gives, checksums, the episode index,
+    and (``check_data``) the data: compressed columns decode to their recorded CRC,
+    NaN/Inf in float columns, mask values not 0/1, non-zero padding mask columns, actions
+    outside [0, numActions) or not legal under their own mask, dones/truncated inconsistent
+    with the episode index. Reads the files in chunks, so memory stays bounded (compressed
+    columns are decoded in memory, within the decode budget).
+
+    Anything it accepts, ``load_batch`` (a plain batch) and ``open_dataset`` (any batch) read;
+    anything they refuse, it reports. Abandoned temporary folders beside the batch are not
+    reported here: see :func:`root_notes`.
     """
-    path = Path(path)
+    return _validate(Path(path), check_data, shard=False)
+
+
+def root_notes(path: str | os.PathLike) -> list[str]:
+    """Notes about the root the batch at ``path`` lies in, that are not problems of the batch:
+    temporary folders left there by crashed writers (the next ``BatchWriter`` in that root
+    removes them). The CLI prints them on stderr after ``validate``'s verdict."""
+    root = Path(path).parent
+    try:
+        stale = commit.stale_temp_folders(root)
+    except OSError:
+        return []
+    if not stale:
+        return []
+    names = ", ".join(sorted(p.name for p in stale)[:3])
+    return [f"{root}: {len(stale)} abandoned temporary folder(s) from crashed writers (not part "
+            f"of any batch; the next BatchWriter in this root removes them): {names}"]
+
+
+def _validate(path: Path, check_data: bool, shard: bool) -> list[str]:
     if not path.is_dir():
         return [f"{path}: not a folder"]
     try:
@@ -63,32 +95,35 @@ def validate(path: str | os.PathLike, *, check_data: bool = True) -> list[str]:
     if probs:
         return probs
     if meta.get("sharded") is True:
-        return _sharded_problems(path, meta, check_data) + _stale_problems(path.parent)
+        if shard:
+            return ["meta.json: a shard must not itself be sharded"]
+        return _sharded_problems(path, meta, check_data)
+    probs = folder_entry_problems(path)
     layout = column_layout(meta, path)
     codecs = meta.get("codecs") or {}
-    probs = size_problems(layout, codecs)
+    probs += size_problems(layout, codecs)
     if probs:
         return probs
     probs += checksum_problems(path, meta)
-    if not path.name.startswith("shard_"):
-        probs += _stale_problems(path.parent)
-    if not check_data:
-        return probs
     try:
-        cols = open_columns(layout, codecs, verify=True)
-        probs += _data_problems(meta, cols)
+        if not check_data:  # what load_batch reads besides the sizes: the episode index
+            need = {F.EPISODE_INDEX[0]} if F.EPISODE_INDEX[0] in layout else {"dones"}
+            cols = open_columns(layout, codecs, verify=True, names=need)
+            probs += _index_only_problems(meta, cols)
+        else:
+            cols = open_columns(layout, codecs, verify=True)
+            probs += _data_problems(meta, cols)
     except (OSError, ValueError) as exc:
         probs.append(f"{path}: cannot read column data ({exc})")
     return probs
 
 
-def _stale_problems(root: Path) -> list[str]:
-    stale = commit.stale_temp_folders(root)
-    if not stale:
-        return []
-    return [f"{root}: {len(stale)} abandoned temporary folder(s) from crashed writers (not part "
-            f"of any batch; the next BatchWriter in this root removes them): "
-            f"{', '.join(p.name for p in stale[:3])}"]
+def _index_only_problems(meta: dict, cols: dict) -> list[str]:
+    if F.EPISODE_INDEX[0] in cols:
+        starts = np.asarray(cols[F.EPISODE_INDEX[0]], dtype=np.int64)
+    else:
+        starts = episode_starts_from(cols["dones"])
+    return index_problems(starts, meta["count"], meta["episodes"])
 
 
 def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
@@ -97,29 +132,27 @@ def _sharded_problems(path: Path, meta: dict, check_data: bool) -> list[str]:
         parts = batch_parts(path)
     except BatchFormatError as exc:
         return [str(exc)]
-    probs = []
+    probs = folder_entry_problems(path)
     rows = episodes = 0
     for index, (entry, part) in enumerate(zip(meta["shards"], parts)):
-        sub = validate(part, check_data=check_data)
+        sub = _validate(part, check_data, shard=True)
         probs += [f"{part.name}: {p}" for p in sub]
         if sub:
             continue
         m = read_meta(part)
-        for key, want in (("obsDim", meta["obsDim"]), ("maskDim", meta["maskDim"]),
-                          ("count", entry.get("count")), ("episodes", entry.get("episodes"))):
-            if m.get(key) != want:
-                probs.append(f"{part.name}: {key} {m.get(key)!r} disagrees with the manifest "
-                             f"({want!r})")
-        problem = shard_record_problem(m, index, rows, episodes)
-        if problem:
-            probs.append(f"{part.name}: meta.json {problem}")
-        rows += m.get("count", 0) if isinstance(m.get("count"), int) else 0
-        episodes += m.get("episodes", 0) if isinstance(m.get("episodes"), int) else 0
+        probs += [f"{part.name}: {p}" for p in shard_problems(meta, index, entry, m, rows,
+                                                               episodes)]
+        rows += m["count"]
+        episodes += m["episodes"]
     if not probs and (rows, episodes) != (meta["count"], meta["episodes"]):
         probs.append(f"meta.json: totals {meta['count']} transitions / {meta['episodes']} "
                      f"episodes, shards hold {rows} / {episodes}")
-    extra = sorted(e.name for e in os.scandir(path) if e.is_dir()
-                   and e.name not in {p.name for p in parts})
+    try:
+        with os.scandir(path) as it:
+            extra = sorted(e.name for e in it if e.is_dir(follow_symlinks=False)
+                           and e.name not in {p.name for p in parts})
+    except OSError:
+        extra = []
     if extra:
         probs.append(f"{path}: folders not listed in the manifest: {', '.join(extra[:5])}")
     return probs
@@ -148,6 +181,7 @@ def _data_problems(meta: dict, cols: dict) -> list[str]:
     tallies = {k: _Tally(v) for k, v in (
         ("obs", "obs: NaN or infinite values"), ("rewards", "rewards: NaN or infinite"),
         ("values", "values: NaN or infinite"), ("logprobs", "logprobs: NaN or infinite"),
+        ("final_obs", "final_obs: NaN or infinite values"),
         ("mask01", "masks: values other than 0/1"),
         ("pad", f"masks: non-zero padding columns (>= numActions={na})"),
         ("arange", f"actions: outside [0, {na})"),
@@ -183,6 +217,12 @@ def _data_problems(meta: dict, cols: dict) -> list[str]:
         if "truncated" in cols:
             t = np.asarray(cols["truncated"][lo:hi])
             tallies["trunc"].add(lo + np.flatnonzero(((t != 0) & ~is_end) | (t > 1)))
+    if F.FINAL_OBS[0] in cols:
+        fo = cols[F.FINAL_OBS[0]]
+        step = max(1, _CHUNK_BYTES // max(1, meta["obsDim"] * 4))
+        for lo in range(0, len(fo), step):
+            block = np.asarray(fo[lo:lo + step])
+            tallies["final_obs"].add(lo + np.flatnonzero(~np.isfinite(block).all(axis=1)))
     for t in tallies.values():
         probs += t.problems()
     return probs

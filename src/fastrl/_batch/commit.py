@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -27,9 +27,15 @@ try:
 except ImportError:  # pragma: no cover - non-POSIX
     fcntl = None
 
-# A temporary folder without an owner file is only removed once it is this old (seconds): it may
-# be a writer that has just created it and not yet taken its lock.
+# A temporary folder without an owner file whose name carries no creator pid is only removed
+# once it is this old (seconds). One whose name carries a pid is removed exactly when that
+# process is gone (Node.js writers cannot flock, so they name their pid and write no .owner).
 _ORPHAN_GRACE_S = 600.0
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+_MAX_CLEAN_DEPTH = 64  # deeper trees inside a temp folder are not fastrl's: left alone
 
 
 def now_ms() -> int:
@@ -49,33 +55,74 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_owner_last(folder: Path) -> None:
-    """Delete ``folder`` with its ``.owner`` file last: a process killed half-way leaves a folder
-    that still has a free owner lock, which the next cleaner recognizes as abandoned."""
+def _rmtree_at(dfd: int, name: str, depth: int = 0) -> None:
+    """Remove ``name`` (in the folder open as ``dfd``) and everything below it, through file
+    descriptors: a symbolic link is unlinked, never followed, so nothing outside is touched
+    even if an entry is swapped for a link meanwhile."""
     try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except OSError:  # not a folder (a file, a link): unlink the entry itself
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except OSError:
+            pass
         return
-    except OSError:
-        entries = []
-    for e in entries:
-        if e.name == F.OWNER_FILE:
-            continue
-        if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(e.path)
-            except OSError:
-                pass
     try:
-        os.unlink(folder / F.OWNER_FILE)
+        if depth >= _MAX_CLEAN_DEPTH:
+            return
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                _rmtree_at(fd, e.name, depth + 1)
+            else:
+                try:
+                    os.unlink(e.name, dir_fd=fd)
+                except OSError:
+                    pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dfd)
     except OSError:
         pass
+
+
+def _remove_owner_last(folder: Path) -> None:
+    """Delete ``folder`` with its ``.owner`` file last: a process killed half-way leaves a folder
+    that still has a free owner lock, which the next cleaner recognizes as abandoned. Works
+    through a descriptor of the folder opened without following links: a folder that is (or
+    becomes) a symbolic link is never followed out of the root."""
+    try:
+        dfd = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return  # gone, or a link / not a folder: never followed, never removed
+    try:
+        try:
+            with os.scandir(dfd) as it:
+                entries = list(it)
+        except OSError:
+            entries = []
+        for e in entries:
+            if e.name == F.OWNER_FILE:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                _rmtree_at(dfd, e.name)
+            else:
+                try:
+                    os.unlink(e.name, dir_fd=dfd)
+                except OSError:
+                    pass
+        try:
+            os.unlink(F.OWNER_FILE, dir_fd=dfd)
+        except OSError:
+            pass
+    finally:
+        os.close(dfd)
     try:
         os.rmdir(folder)
     except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
+        pass
 
 
 class TempFolder:
@@ -92,28 +139,42 @@ class TempFolder:
         name = f"{F.TMP_PREFIX}{kind}-{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.path = self.root / name
         self._owner_fd = None
+        self._pid = os.getpid()
         self.path.mkdir()
         try:
             pending = self.path / (F.OWNER_FILE + ".new")
-            self._owner_fd = os.open(pending, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                                     0o644)
+            self._owner_fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+                                     | _CLOEXEC, 0o644)
             if fcntl is not None:
                 fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(self._owner_fd, f"{os.getpid()}\n".encode())
             os.rename(pending, self.path / F.OWNER_FILE)
-        except OSError as exc:
+        except BaseException as exc:
             self._release_owner()
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise OSError(exc.errno, f"fastrl: cannot create a temporary folder in {self.root} "
-                          f"({exc.strerror or exc})") from exc
+            _remove_owner_last(self.path)
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, f"fastrl: cannot create a temporary folder in "
+                              f"{self.root} ({exc.strerror or exc})") from exc
+            raise
 
     def _release_owner(self):
         if self._owner_fd is not None:
             os.close(self._owner_fd)  # drops the flock
             self._owner_fd = None
 
+    def _check_owner(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError(f"fastrl: the temporary folder {self.path} belongs to process "
+                               f"{self._pid}; a forked child (process {os.getpid()}) cannot "
+                               "commit it")
+
     def discard(self) -> None:
-        """Remove the folder and everything in it (abort)."""
+        """Remove the folder and everything in it (abort). In a forked child this does nothing
+        to the folder (it is the parent's): only the child's copy of the lock fd is closed,
+        which leaves the parent's lock in place."""
+        if os.getpid() != self._pid:
+            self._release_owner()
+            return
         _remove_owner_last(self.path)  # while still holding the lock
         self._release_owner()
 
@@ -122,6 +183,7 @@ class TempFolder:
         ``fsync`` (the default) the folder's files (already fsynced by their writers) and
         entries are flushed to disk first, and the root after the rename. The owner file goes
         along (the lock follows the inode) and is removed from the committed folder last."""
+        self._check_owner()
         if fsync:
             for dirpath, _, _ in os.walk(self.path):
                 fsync_dir(Path(dirpath))
@@ -133,6 +195,7 @@ class TempFolder:
     def commit_as(self, final: Path, fsync: bool = True) -> Path:
         """Rename the folder to exactly ``final`` (in the same root; FileExistsError when it
         exists), with the same flushing as :meth:`commit`; return ``final``."""
+        self._check_owner()
         final = Path(final)
         if fsync:
             for dirpath, _, _ in os.walk(self.path):
@@ -155,15 +218,38 @@ class TempFolder:
         self.path = final
 
 
+def open_root_lock(root: Path) -> int:
+    """Open (creating it) ``<root>/.fastrl.lock`` for the commit lock, never through a symbolic
+    link (O_NOFOLLOW) and only when it is a regular file; close-on-exec."""
+    lock_path = Path(root) / F.LOCK_FILE
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC
+                     | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(lock_path):
+            raise OSError(exc.errno, f"fastrl: {lock_path} is a symbolic link; refused (fastrl "
+                          "never follows a link out of the output root; remove it)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            from .safeio import kind_of
+            raise OSError(errno.EINVAL, f"fastrl: {lock_path} is a {kind_of(st.st_mode)}, not a "
+                          "regular file; refused (remove it)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX, fsync: bool = True) -> Path:
     """Rename ``src`` to a fresh ``root/<prefix><ms>`` under the root lock; fsync the root."""
-    lock_path = root / F.LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_root_lock(root)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-        last = int(raw) if raw.isdigit() else 0
+        last = int(raw) if raw.isdigit() and len(raw) < 20 else 0
         ms = max(now_ms(), last + 1)
         while True:
             final = root / f"{prefix}{ms}"
@@ -185,23 +271,31 @@ def commit_rename(src: Path, root: Path, prefix: str = F.BATCH_PREFIX, fsync: bo
 
 
 def is_abandoned(tmp: Path) -> bool:
-    """True when no live process owns the temporary folder ``tmp`` (its owner lock is free)."""
+    """True when no live process owns the temporary folder ``tmp``.
+
+    - With an ``.owner`` file (Python writers): its flock is free. An ``.owner`` that is not a
+      regular file (a link, a FIFO...) is not fastrl's: never abandoned (never removed).
+    - Without one (a Python writer killed before naming its lock file, or a Node.js writer,
+      which cannot flock): the process whose pid the name carries
+      (``.fastrl-tmp-<kind>-<ms>-<pid>-<hex>``) is gone, or is a newer process that reused
+      the pid. While it lives the folder is not abandoned, whatever its age. A name without a
+      pid: older than the grace period (10 minutes).
+    """
     owner = tmp / F.OWNER_FILE
     try:
-        fd = os.open(owner, os.O_RDWR)
+        fd = os.open(owner, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
     except FileNotFoundError:
-        # No owner file yet (killed while creating the folder): abandoned when the process
-        # named in the folder name is gone, or, failing that, after a grace period.
-        if _creator_dead(tmp.name):
-            return True
+        dead = creator_dead(tmp.name)
+        if dead is not None:
+            return dead
         try:
-            return time.time() - tmp.stat().st_mtime > _ORPHAN_GRACE_S
+            return time.time() - os.lstat(tmp).st_mtime > _ORPHAN_GRACE_S
         except OSError:
             return False
     except OSError:
         return False
     try:
-        if fcntl is None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or fcntl is None:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -212,21 +306,53 @@ def is_abandoned(tmp: Path) -> bool:
         os.close(fd)
 
 
-def _creator_dead(name: str) -> bool:
-    """True when ``.fastrl-tmp-<kind>-<ms>-<pid>-<hex>`` names a pid that no longer exists."""
+_PID_MAX = 1 << 22  # Linux's highest pid_max
+
+
+def _name_ms_pid(name: str):
+    """``(ms, pid)`` from ``<prefix><kind>-<ms>-<pid>-<hex>``, or None."""
     parts = name.split("-")
+    if len(parts) < 4 or not parts[-2].isdigit() or not parts[-3].isdigit():
+        return None
+    ms, pid = int(parts[-3]), int(parts[-2])
+    if not 0 < pid < _PID_MAX or len(parts[-3]) > 16:
+        return None
+    return ms, pid
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Unix seconds, +-1 s), from /proc; None when unknown."""
     try:
-        pid = int(parts[-2])
-    except (IndexError, ValueError):
-        return False
-    if pid <= 0 or pid == os.getpid():
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def creator_dead(name: str) -> bool | None:
+    """Whether the process named in ``.fastrl-tmp-<kind>-<ms>-<pid>-<hex>`` is gone: True when
+    no process has that pid, or the one that has it started after the folder was named (the
+    pid was reused); False while it lives (and for this process); None when the name carries
+    no pid."""
+    got = _name_ms_pid(name)
+    if got is None:
+        return None
+    ms, pid = got
+    if pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:
-        return False
+        pass  # exists (EPERM: another user's process)
+    started = _start_time(pid)
+    if started is not None and started > ms / 1000.0 + 2.0:
+        return True  # a newer process reused the pid
     return False
 
 
@@ -246,6 +372,6 @@ def clean_stale(root: Path) -> list[Path]:
     removed = []
     for p in stale_temp_folders(root):
         _remove_owner_last(p)
-        if not p.exists():
+        if not os.path.lexists(p):
             removed.append(p)
     return removed

@@ -5,8 +5,11 @@ signatures, same bytes, same status tuple). Called only through :class:`fastrl.s
 ``encode_batch`` runs in two phases, like ``pack.pyx``: with the GIL, each field's plan and input
 array become one C struct (raw pointers, sizes, dtype code); then, without it, every row is encoded
 (rows in parallel with OpenMP for big batches) and each row records the first bad value it met.
-ObsSpec validated every array size first; bounds checks are off, so the one data-dependent write
-address, the position of a one-hot 1, is computed only after its id passed the range check.
+ObsSpec validated every array size first, and the kernel checks its own contract again at entry
+(``encode_numpy.contract_problem``: O(fields + cells + rows), the same check and message on both
+paths), so no Python-reachable call can read or write out of bounds; bounds checks are off, so
+the one data-dependent write address, the position of a one-hot 1, is computed only after its id
+passed the range check.
 
 ``gather_states`` (and ``gather_nested`` / ``gather_ragged`` for list columns) are a fast path for
 the one slow part of encoding parsed JSON: turning nested Python lists into typed arrays. They take
@@ -77,7 +80,167 @@ cdef enum:
 INPUT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
                                            np.uint16, np.uint32, np.uint64, np.float32,
                                            np.float64))
-_DTYPE_CODE = {dt: i for i, dt in enumerate(INPUT_DTYPES)}
+
+from fastrl._kernels.encode_numpy import contract_problem as _contract_problem
+
+# type numbers of INPUT_DTYPES, in order (T_I8 ... T_F64)
+cdef int[10] _TYPENUMS = [cnp.NPY_INT8, cnp.NPY_INT16, cnp.NPY_INT32, cnp.NPY_INT64,
+                          cnp.NPY_UINT8, cnp.NPY_UINT16, cnp.NPY_UINT32, cnp.NPY_UINT64,
+                          cnp.NPY_FLOAT32, cnp.NPY_FLOAT64]
+cdef int64_t _BIG = (<int64_t> 1) << 62
+cdef int64_t _I64_MAX = 0x7FFFFFFFFFFFFFFF
+
+
+cdef int _dtype_code(cnp.ndarray a) noexcept:
+    """Index of the array's dtype in INPUT_DTYPES (an equivalent type number in native byte
+    order, what ``==`` says), or -1."""
+    cdef int i, t = cnp.PyArray_TYPE(a)
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        return -1
+    for i in range(10):
+        if cnp.PyArray_EquivTypenums(t, _TYPENUMS[i]):
+            return i
+    return -1
+
+
+cdef inline bint _is_int(object v):
+    if type(v) is int:
+        return True
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+cdef bint _vec_ok(object x, int typenum, int64_t length):
+    """None, or a C-contiguous 1-D array of ``typenum`` (native order) of ``length`` (< 0:
+    any)."""
+    cdef cnp.ndarray a
+    if x is None:
+        return True
+    if not isinstance(x, cnp.ndarray):
+        return False
+    a = <cnp.ndarray> x
+    return (cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(a), typenum)
+            and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_NDIM(a) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and (length < 0 or cnp.PyArray_DIM(a, 0) == length))
+
+
+cdef inline int64_t _len(object x) noexcept:
+    return cnp.PyArray_DIM(<cnp.ndarray> x, 0)
+
+
+cdef inline const int64_t *_i64p(object x) noexcept:
+    return <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> x)
+
+
+cdef bint _contract_ok(object out, object plans, object inputs, object nrows_o,
+                       object nthreads) except -1:
+    """The checks of ``encode_numpy.contract_problem``, at C speed: True when they all pass
+    (the message of a failure comes from that function)."""
+    cdef cnp.ndarray o, data
+    cdef Py_ssize_t i, nf
+    cdef int64_t nrows, dim, kind, off, size, cells, n, start, layout, c, rows_max, j
+    cdef const int64_t *p
+    cdef const int64_t *q
+    cdef const int64_t *w
+    if not isinstance(out, cnp.ndarray):
+        return False
+    o = <cnp.ndarray> out
+    if not (cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(o), cnp.NPY_FLOAT32)
+            and cnp.PyArray_ISNOTSWAPPED(o) and cnp.PyArray_NDIM(o) == 2
+            and cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISWRITEABLE(o)):
+        return False
+    if not _is_int(nrows_o) or nrows_o != cnp.PyArray_DIM(o, 0):
+        return False
+    if not _is_int(nthreads) or not -(1 << 31) <= nthreads < (1 << 31):
+        return False
+    if type(plans) is not list and not isinstance(plans, list):
+        return False
+    if type(inputs) is not list and not isinstance(inputs, list):
+        return False
+    nf = len(plans)
+    if len(inputs) != nf:
+        return False
+    nrows = nrows_o
+    dim = cnp.PyArray_DIM(o, 1)
+    for i in range(nf):
+        plan = plans[i]
+        inp = inputs[i]
+        if not isinstance(plan, tuple) or len(plan) != 14:
+            return False
+        if not isinstance(inp, tuple) or len(inp) != 2:
+            return False
+        for j in range(7):
+            v = plan[j]
+            if not _is_int(v) or not -_BIG < v < _BIG:
+                return False
+        kind, off, size, cells, n, start, layout = plan[0], plan[1], plan[2], plan[3], \
+            plan[4], plan[5], plan[6]
+        cell_n, cell_start, cell_off, scale, shift, low, high = plan[7], plan[8], plan[9], \
+            plan[10], plan[11], plan[12], plan[13]
+        data_o, offsets = inp
+        if kind not in (KIND_IDS, KIND_MULTI, KIND_BOX, KIND_BINARY) \
+                or layout not in (LAYOUT_CELL, LAYOUT_PLANE):
+            return False
+        if off < 0 or size < 0 or cells < 0 or n < 0 or off + size > dim:
+            return False
+        if not (_vec_ok(cell_n, cnp.NPY_INT64, -1) and _vec_ok(cell_start, cnp.NPY_INT64, -1)
+                and _vec_ok(cell_off, cnp.NPY_INT64, -1) and _vec_ok(scale, cnp.NPY_FLOAT64, -1)
+                and _vec_ok(shift, cnp.NPY_FLOAT64, -1) and _vec_ok(low, cnp.NPY_FLOAT64, -1)
+                and _vec_ok(high, cnp.NPY_FLOAT64, -1)):
+            return False
+        if not isinstance(data_o, cnp.ndarray):
+            return False
+        data = <cnp.ndarray> data_o
+        if not cnp.PyArray_IS_C_CONTIGUOUS(data) or _dtype_code(data) < 0:
+            return False
+        if kind == KIND_MULTI:
+            if size != n or offsets is None or not _vec_ok(offsets, cnp.NPY_INT64, nrows + 1):
+                return False
+            p = _i64p(offsets)
+            if p[0] < 0 or p[nrows] > cnp.PyArray_SIZE(data):
+                return False
+            for j in range(nrows):
+                if p[j + 1] < p[j]:
+                    return False
+            continue
+        if cells != 0 and nrows > _I64_MAX // cells:
+            return False
+        if cnp.PyArray_SIZE(data) != nrows * cells:
+            return False
+        if kind == KIND_BOX or kind == KIND_BINARY:
+            if size != cells or (scale is None) != (shift is None):
+                return False
+            for arr in (scale, shift, low, high):
+                if arr is not None and _len(arr) != 1 and _len(arr) != cells:
+                    return False
+            continue
+        if layout == LAYOUT_PLANE:
+            if cell_n is not None or cell_off is not None:
+                return False
+            if cell_start is not None and _len(cell_start) != cells:
+                return False
+            if n < 1 or (cells != 0 and n > _I64_MAX // cells) or size != n * cells:
+                return False
+            if cell_start is not None:
+                p = _i64p(cell_start)
+                for c in range(cells):
+                    if p[c] <= -_BIG or p[c] >= _BIG:
+                        return False
+            continue
+        if cell_n is None and cell_start is None and cell_off is None:
+            if n < 1 or (cells != 0 and n > _I64_MAX // cells) or size != n * cells:
+                return False
+            continue
+        if cell_n is None or cell_start is None or cell_off is None:
+            return False
+        if _len(cell_n) != cells or _len(cell_start) != cells or _len(cell_off) != cells:
+            return False
+        p, q, w = _i64p(cell_n), _i64p(cell_start), _i64p(cell_off)
+        for c in range(cells):
+            if p[c] < 0 or w[c] < 0 or p[c] >= _BIG or q[c] <= -_BIG or q[c] >= _BIG \
+                    or w[c] > size - p[c]:
+                return False
+    return True
 
 ctypedef fused num_t:
     int8_t
@@ -274,23 +437,25 @@ cdef const void *_ptr(object arr):
     return <const void *> cnp.PyArray_DATA(<cnp.ndarray> arr)
 
 
-def encode_batch(cnp.ndarray out, list plans, list inputs, int64_t nrows, int nthreads):
+def encode_batch(object out, object plans, object inputs, object nrows, object nthreads):
     """Encode ``nrows`` rows into ``out`` (see ``encode_numpy.encode_batch``).
 
     Returns ``(row, field, code, elem)`` of the first bad value, ``row == -1`` when none.
+    ValueError when the arguments break the contract (``encode_numpy.contract_problem``, the
+    same check and message on both paths).
     """
+    if not _contract_ok(out, plans, inputs, nrows, nthreads):
+        problem = _contract_problem(out, plans, inputs, nrows, nthreads)
+        raise ValueError(f"encode_batch: {problem or 'arguments inconsistent with the output'}")
     cdef Py_ssize_t nf = len(plans), i
-    cdef int64_t r, dim = out.shape[1] if out.ndim == 2 else 0
+    cdef int64_t r, n_rows = nrows, dim = out.shape[1]
+    cdef int nth = nthreads
     cdef Field *tab
     cdef Field *f
-    cdef float *obase = <float *> cnp.PyArray_DATA(out)
+    cdef float *obase = <float *> cnp.PyArray_DATA(<cnp.ndarray> out)
     cdef cnp.ndarray status_arr
     cdef int64_t[:, ::1] status
-    # Last line of defence: the sizes the loops rely on (ObsSpec checked them already).
-    if out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable \
-            or out.ndim != 2 or out.shape[0] != nrows or len(inputs) != nf:
-        raise ValueError("encode_batch: out does not match the batch")
-    if nrows == 0 or nf == 0:
+    if n_rows == 0 or nf == 0:
         return -1, -1, ERR_OK, 0
     tab = <Field *> malloc(nf * sizeof(Field))
     if tab == NULL:
@@ -303,20 +468,8 @@ def encode_batch(cnp.ndarray out, list plans, list inputs, int64_t nrows, int nt
             f = &tab[i]
             f.kind, f.layout, f.off, f.size, f.cells = kind, layout, off, size, cells
             f.n, f.start = n, start
-            if off < 0 or size < 0 or off + size > dim:
-                raise ValueError(f"encode_batch: field {i} does not fit the output")
-            if not isinstance(data, np.ndarray) or not data.flags.c_contiguous \
-                    or data.dtype not in _DTYPE_CODE:
-                raise ValueError(f"encode_batch: input {i} is not a contiguous numeric array")
-            f.dtype = _DTYPE_CODE[data.dtype]
+            f.dtype = _dtype_code(<cnp.ndarray> data)
             f.data = <const char *> _ptr(data)
-            if kind == KIND_MULTI:
-                if offsets is None or offsets.dtype != np.int64 or offsets.shape[0] != nrows + 1 \
-                        or offsets[0] < 0 or offsets[nrows] > data.size or size != n:
-                    raise ValueError(f"encode_batch: bad CSR input {i}")
-            elif data.size != nrows * cells:
-                raise ValueError(f"encode_batch: input {i} has {data.size} values, "
-                                 f"expected {nrows * cells}")
             f.offsets = <const int64_t *> _ptr(offsets) if kind == KIND_MULTI else NULL
             f.cell_n = <const int64_t *> _ptr(cell_n)
             f.cell_start = <const int64_t *> _ptr(cell_start)
@@ -332,25 +485,21 @@ def encode_batch(cnp.ndarray out, list plans, list inputs, int64_t nrows, int nt
             f.shift_s = 1 if shift is not None and shift.shape[0] > 1 else 0
             f.low_s = 1 if low is not None and low.shape[0] > 1 else 0
             f.high_s = 1 if high is not None and high.shape[0] > 1 else 0
-            if kind == KIND_IDS and cell_n is None and (n < 1 or size != n * cells):
-                raise ValueError(f"encode_batch: field {i} has inconsistent sizes")
-            if kind in (KIND_BOX, KIND_BINARY) and size != cells:
-                raise ValueError(f"encode_batch: field {i} has inconsistent sizes")
         # per row: code, field, elem
-        status_arr = np.zeros((nrows, 3), dtype=np.int64)
+        status_arr = np.zeros((n_rows, 3), dtype=np.int64)
         status = status_arr
-        if nthreads <= 1:
+        if nth <= 1:
             with nogil:
-                for r in range(nrows):
+                for r in range(n_rows):
                     status[r, 0] = _row(tab, nf, r, obase + r * dim, &status[r, 0])
                     if status[r, 0] != ERR_OK:
                         break
         else:
-            for r in prange(nrows, nogil=True, schedule="static", num_threads=nthreads):
+            for r in prange(n_rows, nogil=True, schedule="static", num_threads=nth):
                 status[r, 0] = _row(tab, nf, r, obase + r * dim, &status[r, 0])
     finally:
         free(tab)
-    for r in range(nrows):
+    for r in range(n_rows):
         if status[r, 0] != ERR_OK:
             return int(r), int(status[r, 1]), int(status[r, 0]), int(status[r, 2])
     return -1, -1, ERR_OK, 0

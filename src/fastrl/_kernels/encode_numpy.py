@@ -138,12 +138,133 @@ def _encode_binary(region, plan, data, nrows):
     return _first_bad(code)
 
 
+_I64 = np.dtype(np.int64)
+_F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
+_BIG = 1 << 62  # ids, starts and sizes stay far from int64 overflow in ``lo + n``
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _vec_problem(arr, dtype, length) -> str | None:
+    """``arr`` must be None or a C-contiguous 1-D ``dtype`` array of ``length`` (None: any)."""
+    if arr is None:
+        return None
+    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1 \
+            or not arr.flags.c_contiguous or (length is not None and arr.shape[0] != length):
+        want = "" if length is None else f" of length {length}"
+        return f"must be None or a C-contiguous 1-D {dtype} array{want}"
+    return None
+
+
+def contract_problem(out, plans, inputs, nrows, nthreads=1) -> str | None:
+    """Why these arguments break ``encode_batch``'s contract (None when they keep it): ``out``
+    a writeable C-contiguous float32 ``(nrows, dim)`` array; one plan (the 14 items of
+    :data:`PLAN_ITEMS`) and one ``(data, offsets)`` input per field; each field inside the
+    output row, its sizes consistent with its kind and layout, its per-cell arrays of the right
+    dtype and length (per-cell one-hot blocks inside the field), its input of a supported dtype
+    and ``nrows * cells`` values, multihot CSR offsets from >= 0 to <= len(data) without
+    decreasing. Costs O(fields + cells + rows), never O(values). Both twins raise
+    ``ValueError("encode_batch: " + problem)``."""
+    if not isinstance(out, np.ndarray) or out.dtype != _F32 or out.ndim != 2 \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        return "out must be a writeable C-contiguous 2-D float32 array"
+    if not _is_int(nrows) or nrows != out.shape[0]:
+        return f"nrows {nrows!r} does not match out ({out.shape[0]} rows)"
+    if not _is_int(nthreads) or not -(1 << 31) <= nthreads < (1 << 31):
+        return f"nthreads must be an integer, got {nthreads!r}"
+    if not isinstance(plans, list) or not isinstance(inputs, list) or len(plans) != len(inputs):
+        return "plans and inputs must be lists with one entry per field"
+    dim = out.shape[1]
+    for i, (plan, inp) in enumerate(zip(plans, inputs)):
+        where = f"field {i}"
+        if not isinstance(plan, tuple) or len(plan) != len(PLAN_ITEMS):
+            return f"{where}: a plan is a tuple of {len(PLAN_ITEMS)} items ({', '.join(PLAN_ITEMS)})"
+        if not isinstance(inp, tuple) or len(inp) != 2:
+            return f"{where}: an input is a (data, offsets) tuple"
+        (kind, off, size, cells, n, start, layout, cell_n, cell_start, cell_off, scale, offset,
+         low, high) = plan
+        data, offsets = inp
+        for name, v in (("kind", kind), ("off", off), ("size", size), ("cells", cells),
+                        ("n", n), ("start", start), ("layout", layout)):
+            if not _is_int(v) or not -_BIG < v < _BIG:
+                return f"{where}: {name} must be an integer of magnitude < 2**62, got {v!r}"
+        if kind not in KINDS or layout not in LAYOUTS:
+            return f"{where}: unknown kind {kind!r} or layout {layout!r}"
+        if off < 0 or size < 0 or cells < 0 or n < 0 or off + size > dim:
+            return f"{where}: columns [{off}, {off + size}) do not fit the output width {dim}"
+        for name, arr, dtype in (("cell_n", cell_n, _I64), ("cell_start", cell_start, _I64),
+                                 ("cell_off", cell_off, _I64), ("scale", scale, _F64),
+                                 ("offset", offset, _F64), ("low", low, _F64),
+                                 ("high", high, _F64)):
+            problem = _vec_problem(arr, dtype, None)
+            if problem:
+                return f"{where}: {name} {problem}"
+        if not isinstance(data, np.ndarray) or not data.flags.c_contiguous \
+                or data.dtype not in INPUT_DTYPES:
+            return f"{where}: input is not a C-contiguous array of a supported numeric dtype"
+        if kind == KIND_MULTI:
+            if size != n:
+                return f"{where}: a multihot field has size == n ({size} != {n})"
+            if _vec_problem(offsets, _I64, nrows + 1) or offsets is None:
+                return f"{where}: offsets must be a C-contiguous int64 array of length {nrows + 1}"
+            if offsets[0] < 0 or offsets[-1] > data.size or bool((offsets[1:] < offsets[:-1]).any()):
+                return (f"{where}: offsets must go from >= 0 to <= {data.size} (the ids) "
+                        "without decreasing")
+            continue
+        if data.size != nrows * cells:
+            return f"{where}: input has {data.size} values, expected {nrows * cells}"
+        if kind in (KIND_BOX, KIND_BINARY):
+            if size != cells:
+                return f"{where}: a box/binary field has size == cells ({size} != {cells})"
+            if (scale is None) != (offset is None):
+                return f"{where}: scale and offset are given together or not at all"
+            for name, arr in (("scale", scale), ("offset", offset), ("low", low),
+                              ("high", high)):
+                if arr is not None and arr.shape[0] not in (1, cells):
+                    return f"{where}: {name} has {arr.shape[0]} values, expected 1 or {cells}"
+            continue
+        # ids (one-hot): plane layout, or cell layout with one n/start or per-cell ones
+        if layout == LAYOUT_PLANE:
+            if cell_n is not None or cell_off is not None:
+                return f"{where}: a plane layout takes no per-cell n or offsets"
+            if cell_start is not None and cell_start.shape[0] != cells:
+                return f"{where}: cell_start has {cell_start.shape[0]} values, expected {cells}"
+            if n < 1 or size != n * cells:
+                return f"{where}: size must be n x cells ({n} x {cells}), got {size}"
+            if cell_start is not None and cells \
+                    and ((cell_start <= -_BIG) | (cell_start >= _BIG)).any():
+                return f"{where}: cell_start values must be of magnitude < 2**62"
+            continue
+        per_cell = [a is not None for a in (cell_n, cell_start, cell_off)]
+        if any(per_cell) and not all(per_cell):
+            return f"{where}: cell_n, cell_start and cell_off are given together or not at all"
+        if not any(per_cell):
+            if n < 1 or size != n * cells:
+                return f"{where}: size must be n x cells ({n} x {cells}), got {size}"
+            continue
+        if not cell_n.shape[0] == cell_start.shape[0] == cell_off.shape[0] == cells:
+            return f"{where}: cell_n, cell_start and cell_off must have {cells} values each"
+        if cells and ((cell_n < 0).any() or (cell_off < 0).any() or (cell_n >= _BIG).any()
+                      or (cell_start <= -_BIG).any() or (cell_start >= _BIG).any()
+                      or (cell_off > size - cell_n).any()):
+            return (f"{where}: per-cell one-hot blocks must lie inside the field's {size} "
+                    "columns (0 <= cell_off, cell_off + cell_n <= size)")
+    return None
+
+
 def encode_batch(out: np.ndarray, plans: list, inputs: list, nrows: int, nthreads: int):
     """Encode ``nrows`` rows into ``out`` (float32, C-contiguous, ``(nrows, dim)``).
 
     Returns ``(row, field, code, elem)`` of the first bad value (first row, then first field in
     spec order, then first element), or ``(-1, -1, ERR_OK, 0)``. ``nthreads`` is ignored here.
+    ValueError when the arguments break the contract (:func:`contract_problem`).
     """
+    problem = contract_problem(out, plans, inputs, nrows, nthreads)
+    if problem:
+        raise ValueError(f"encode_batch: {problem}")
     found = []
     for i, (plan, (data, offsets)) in enumerate(zip(plans, inputs)):
         off, size, kind = plan[1], plan[2], plan[0]

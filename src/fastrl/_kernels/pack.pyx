@@ -1,10 +1,14 @@
 # cython: language_level=3
 """Compiled packing kernel: copies checked episodes into contiguous little-endian column buffers.
 
-Twin of ``_pack_numpy.py`` (same signature, same bytes, same error report). Called only through
-``fastrl._packing.pack``, which validated shapes, dtypes and buffer sizes first; that is why the
-loops below may run with bounds checks off. The only data-dependent branch that could move a write
-(a legal action id used as a column index) is range-checked before the write.
+Twin of ``pack_numpy.py`` (same signature, same bytes, same error report). Called through
+``fastrl._batch.packing.pack``, which validated shapes, dtypes and buffer sizes first; the kernel
+checks its own contract again at entry anyway (every array's dtype, C order and shape against the
+output columns, legal offsets, the row range: O(episodes + steps), never O(values)), so that no
+Python-reachable call can read or write out of bounds; a broken contract is the ValueError whose
+message ``pack_numpy.contract_problem`` gives, the same on both paths. That is why the loops below
+may run with bounds checks off. The only data-dependent branch that could move a write (a legal
+action id used as a column index) is range-checked before the write.
 
 Two phases: with the GIL, gather each episode's raw pointers and output row into flat tables;
 then, without it, fill every episode (in parallel with OpenMP) and record a per-episode status.
@@ -178,13 +182,71 @@ cdef intptr_t _addr(object arr):
     return <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> arr)
 
 
-def pack_episodes(list episodes, cnp.ndarray obs, cnp.ndarray actions, cnp.ndarray rewards,
-                  cnp.ndarray masks, cnp.ndarray dones, object truncated, object values,
-                  object logprobs, int64_t row0, int64_t n_actions, int nthreads):
-    """Fill rows ``row0 ..`` of the output columns from ``episodes`` (see ``_pack_numpy``).
+cdef int _DT_F32 = cnp.NPY_FLOAT32
+cdef int _DT_F64 = cnp.NPY_FLOAT64
+cdef int _DT_I32 = cnp.NPY_INT32
+cdef int _DT_I64 = cnp.NPY_INT64
+cdef int _DT_U8 = cnp.NPY_UINT8
+
+
+cdef bint _arr_ok(object x, int dt, int ndim, int64_t d0, int64_t d1, bint writeable):
+    """``x`` is a C-contiguous ndarray of type ``dt`` (an equivalent type number in native byte
+    order: what ``arr.dtype == np.dtype(...)`` says) with ``ndim`` dimensions, extents ``d0`` /
+    ``d1`` where those are >= 0 (writeable when asked)."""
+    cdef cnp.ndarray a
+    if not isinstance(x, cnp.ndarray):
+        return False
+    a = <cnp.ndarray> x
+    if not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(a), dt) or not cnp.PyArray_ISNOTSWAPPED(a) \
+            or cnp.PyArray_NDIM(a) != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return False
+    if writeable and not cnp.PyArray_ISWRITEABLE(a):
+        return False
+    if d0 >= 0 and cnp.PyArray_DIM(a, 0) != d0:
+        return False
+    if ndim == 2 and d1 >= 0 and cnp.PyArray_DIM(a, 1) != d1:
+        return False
+    return True
+
+
+cdef inline bint _is_int(object v):
+    if type(v) is int:
+        return True
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+cdef object _contract_error(tuple args):
+    from fastrl._kernels.pack_numpy import contract_problem
+    problem = contract_problem(*args)
+    return ValueError("pack_episodes: " + (problem or "arguments inconsistent with the output "
+                                                      "columns"))
+
+
+def pack_episodes(object episodes, object obs, object actions, object rewards, object masks,
+                  object dones, object truncated, object values, object logprobs, object row0,
+                  object n_actions, object nthreads):
+    """Fill rows ``row0 ..`` of the output columns from ``episodes`` (see ``pack_numpy``).
 
     Returns ``(episode, code, step, col)`` of the first bad value, ``episode == -1`` when none.
+    ValueError when the arguments break the contract (``pack_numpy.contract_problem``).
     """
+    cdef tuple args = (episodes, obs, actions, rewards, masks, dones, truncated, values,
+                       logprobs, row0, n_actions, nthreads)
+    # -- the contract, checked at C speed; the message comes from the NumPy twin's checker
+    if not (_arr_ok(obs, _DT_F32, 2, -1, -1, True) and _arr_ok(actions, _DT_I32, 1, -1, -1, True)
+            and _arr_ok(rewards, _DT_F32, 1, -1, -1, True)
+            and _arr_ok(masks, _DT_U8, 2, -1, -1, True) and _arr_ok(dones, _DT_U8, 1, -1, -1, True)
+            and (truncated is None or _arr_ok(truncated, _DT_U8, 1, -1, -1, True))
+            and (values is None or _arr_ok(values, _DT_F32, 1, -1, -1, True))
+            and (logprobs is None or _arr_ok(logprobs, _DT_F32, 1, -1, -1, True))
+            and isinstance(episodes, list) and _is_int(row0) and 0 <= row0 < (1 << 62)
+            and _is_int(nthreads) and -(1 << 31) <= nthreads < (1 << 31) and _is_int(n_actions)
+            and 1 <= n_actions <= masks.shape[1]):
+        raise _contract_error(args)
+    cdef int64_t rows = min(a.shape[0] for a in (obs, actions, rewards, masks, dones, truncated,
+                                                 values, logprobs) if a is not None)
+    cdef int64_t D = obs.shape[1], M = masks.shape[1], T, t, n_ids
+    cdef const int64_t *offp
     cdef Py_ssize_t n = len(episodes), e
     cdef cnp.ndarray ptrs_arr = np.zeros((max(n, 1), NPTR), dtype=np.intp)
     cdef cnp.ndarray info_arr = np.zeros((max(n, 1), 4), dtype=np.int64)  # T, row0, f64, mask_w
@@ -195,23 +257,59 @@ def pack_episodes(list episodes, cnp.ndarray obs, cnp.ndarray actions, cnp.ndarr
     cdef int32_t[::1] trunc = trunc_arr
     cdef int64_t[:, ::1] status = status_arr
     cdef int64_t r = row0
+    cdef int nth = nthreads
     cdef Out o
     for e in range(n):
         ep = episodes[e]
-        ptrs[e, P_OBS] = _addr(ep.obs)
-        ptrs[e, P_ACT] = _addr(ep.actions)
-        ptrs[e, P_REW] = _addr(ep.rewards)
-        ptrs[e, P_MASK] = _addr(ep.mask)
-        ptrs[e, P_IDS] = _addr(ep.legal_ids)
-        ptrs[e, P_OFF] = _addr(ep.legal_offsets)
-        ptrs[e, P_VAL] = _addr(ep.values)
-        ptrs[e, P_LP] = _addr(ep.logprobs)
-        info[e, 0] = ep.length
+        try:
+            length, ob, act, rew, mask = ep.length, ep.obs, ep.actions, ep.rewards, ep.mask
+            ids, off, val, lp, tr = (ep.legal_ids, ep.legal_offsets, ep.values, ep.logprobs,
+                                     ep.truncated)
+        except AttributeError:
+            raise _contract_error(args) from None
+        if not (_is_int(length) and 1 <= length <= rows - r):
+            raise _contract_error(args)
+        T = length
+        if not ((ob is None or _arr_ok(ob, _DT_F32, 2, T, D, False)
+                 or _arr_ok(ob, _DT_F64, 2, T, D, False))
+                and _arr_ok(act, _DT_I64, 1, T, -1, False)
+                and _arr_ok(rew, _DT_F64, 1, T, -1, False)
+                and (val is None or (values is not None and _arr_ok(val, _DT_F64, 1, T, -1, False)))
+                and (lp is None or (logprobs is not None
+                                    and _arr_ok(lp, _DT_F64, 1, T, -1, False)))
+                and isinstance(tr, (bool, int, np.bool_, np.integer))):
+            raise _contract_error(args)
+        if mask is not None:
+            if not (_arr_ok(mask, _DT_U8, 2, T, -1, False)
+                    and cnp.PyArray_DIM(<cnp.ndarray> mask, 1) <= M):
+                raise _contract_error(args)
+        else:
+            if not (_arr_ok(ids, _DT_I64, 1, -1, -1, False)
+                    and _arr_ok(off, _DT_I64, 1, T + 1, -1, False)):
+                raise _contract_error(args)
+            offp = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> off)
+            n_ids = cnp.PyArray_DIM(<cnp.ndarray> ids, 0)
+            if offp[0] != 0 or offp[T] != n_ids:
+                raise _contract_error(args)
+            for t in range(T):
+                if offp[t + 1] < offp[t]:
+                    raise _contract_error(args)
+        ptrs[e, P_OBS] = _addr(ob)
+        ptrs[e, P_ACT] = _addr(act)
+        ptrs[e, P_REW] = _addr(rew)
+        ptrs[e, P_MASK] = _addr(mask)
+        ptrs[e, P_IDS] = _addr(ids) if mask is None else 0
+        ptrs[e, P_OFF] = _addr(off) if mask is None else 0
+        ptrs[e, P_VAL] = _addr(val)
+        ptrs[e, P_LP] = _addr(lp)
+        info[e, 0] = T
         info[e, 1] = r
-        info[e, 2] = 1 if (ep.obs is not None and ep.obs.dtype == np.float64) else 0
-        info[e, 3] = ep.mask.shape[1] if ep.mask is not None else 0
-        trunc[e] = 1 if ep.truncated else 0
-        r += ep.length
+        info[e, 2] = 1 if (ob is not None and ob.dtype == np.float64) else 0
+        info[e, 3] = cnp.PyArray_DIM(<cnp.ndarray> mask, 1) if mask is not None else 0
+        trunc[e] = 1 if tr else 0
+        r += T
+    if r > rows:  # row0 past the end, with no episode to check it against
+        raise _contract_error(args)
     o.obs = <float *> _addr(obs)
     o.actions = <int32_t *> _addr(actions)
     o.rewards = <float *> _addr(rewards)
@@ -223,7 +321,7 @@ def pack_episodes(list episodes, cnp.ndarray obs, cnp.ndarray actions, cnp.ndarr
     o.obs_dim = obs.shape[1]
     o.mask_dim = masks.shape[1]
     o.n_actions = n_actions
-    if nthreads <= 1 or n <= 1:
+    if nth <= 1 or n <= 1:
         with nogil:
             for e in range(n):
                 status[e, 0] = _pack_one(&ptrs[e, 0], info[e, 0], info[e, 1], <int> info[e, 2],
@@ -232,7 +330,7 @@ def pack_episodes(list episodes, cnp.ndarray obs, cnp.ndarray actions, cnp.ndarr
                     break
             store_fence()
     else:
-        for e in prange(n, nogil=True, schedule="dynamic", num_threads=nthreads):
+        for e in prange(n, nogil=True, schedule="dynamic", num_threads=nth):
             status[e, 0] = _pack_one(&ptrs[e, 0], info[e, 0], info[e, 1], <int> info[e, 2],
                                      info[e, 3], trunc[e], &o, &status[e, 1], &status[e, 2])
             store_fence()
