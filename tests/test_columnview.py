@@ -46,3 +46,22 @@ def test_tuple_index_and_errors():
         VIEW[np.array([0.5])]
     with pytest.raises(ValueError, match="differ"):
         ColumnView("x", [np.zeros((2, 3)), np.zeros((2, 4))])
+
+
+def test_dataset_column_across_shards(tmp_path):
+    import fastrl
+    rng = np.random.default_rng(1)
+    with fastrl.BatchWriter(tmp_path, n_actions=3, fsync=False, shard_bytes=300) as w:
+        for _ in range(9):
+            T = int(rng.integers(1, 6))
+            w.add_episode(obs=rng.standard_normal((T, 2)), actions=[0] * T, rewards=[1.0] * T,
+                          final_obs=rng.standard_normal(2))
+    ds = fastrl.open_dataset(w.path)
+    assert len(ds.parts) > 2
+    obs = np.concatenate([p.obs for p in ds.parts])
+    col = ds.column("obs")
+    np.testing.assert_array_equal(col[3:11], obs[3:11])
+    np.testing.assert_array_equal(col[[len(obs) - 1, 0, 5]], obs[[len(obs) - 1, 0, 5]])
+    assert ds.column("final_obs").shape == (9, 2)
+    with pytest.raises(KeyError, match="no column 'values'"):
+        ds.column("values")

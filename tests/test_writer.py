@@ -150,7 +150,7 @@ def test_dims_inferred_and_checked(backend, tmp_path, rng):
 @pytest.mark.parametrize("kwargs,msg", [
     ({"n_actions": 0}, "n_actions"), ({"n_actions": 2.5}, "n_actions"),
     ({"obs_dim": -1}, "obs_dim"), ({"n_actions": 10, "mask_pad": 8}, "mask_pad"),
-    ({"flush_bytes": 0}, "flush_bytes"), ({"meta": {"x": object()}}, "serializable"),
+    ({"flush_bytes": 0}, "flush_bytes"), ({"meta": {"x": object()}}, "is not JSON"),
 ])
 def test_bad_writer_arguments(tmp_path, kwargs, msg):
     with pytest.raises((ValueError, TypeError), match=msg):

@@ -16,6 +16,7 @@ import numpy as np
 from . import _format as F
 from .errors import BatchFormatError
 from ._batch.meta import batch_parts, check_shard_chain, read_meta
+from .columnview import ColumnView
 from .reader import Batch, EpisodeView, load_batch
 
 __all__ = ["open_dataset", "Dataset"]
@@ -169,6 +170,23 @@ class Dataset:
             for name in out:
                 out[name][sel] = cols[name][rows]
         return out
+
+    def column(self, name: str) -> ColumnView:
+        """One column across every part, as one array-like (:class:`fastrl.columnview.ColumnView`):
+        ``len``, ``shape``, ``dtype``; slices, integer and boolean index arrays read only the rows
+        asked for and return an ndarray of them. ``name``: a per-transition column (``obs``,
+        ``actions``, ``rewards``, ``masks``, ``dones``, ``values``, ``logprobs``, ``truncated``:
+        (transitions, ...)) or ``final_obs`` (episodes, obsDim). KeyError when a part lacks it."""
+        if not self.parts:
+            raise ValueError("the dataset has no transitions")
+        arrays = []
+        for b in self.parts:
+            col = b.final_obs if name == "final_obs" else b.columns.get(name)
+            if col is None:
+                have = sorted(b.columns) + (["final_obs"] if b.final_obs is not None else [])
+                raise KeyError(f"{b.path}: no column {name!r} (it has {', '.join(have)})")
+            arrays.append(col)
+        return ColumnView(name, arrays)
 
     def sample(self, n: int, rng=None) -> dict:
         """A random minibatch of ``n`` transitions (with replacement), sorted by index for

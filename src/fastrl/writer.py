@@ -22,6 +22,7 @@ from . import _format as F
 from ._batch.columnset import iso_utc_now
 from ._batch.commit import clean_stale
 from ._batch.engine import NotOwnerError, WriteEngine, base_meta, codec_map
+from ._batch.meta import user_meta_problem
 from ._batch.stager import Layout
 from ._batch.vector import VectorEpisodes
 from .errors import EpisodeError
@@ -435,12 +436,3 @@ def _final_row(final_obs, i):
     if row is None:
         return None
     return row
-
-
-def user_meta_problem(meta) -> str | None:
-    """Why ``meta`` cannot be stored as the user part of meta.json, or None."""
-    try:
-        json.dumps(meta, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return f"must be JSON-serializable without NaN/Infinity ({exc})"
-    return None

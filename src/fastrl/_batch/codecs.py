@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BatchFormatError
+from .checksum import crc32, format_crc
 from .safeio import SafeFile
 
 CODECS = ("zstd", "gzip", "packbits")
@@ -63,10 +64,10 @@ def compress_column(folder: Path, plain_name: str, codec: str, level: int | None
                 buf = fin.read(rows * mask_dim)
                 if not buf:
                     break
-                raw_crc = zlib.crc32(buf, raw_crc)
+                raw_crc = crc32(buf, raw_crc)
                 bits = np.packbits(np.frombuffer(buf, np.uint8).reshape(-1, mask_dim), axis=1)
                 out = bits.tobytes()
-                stored_crc = zlib.crc32(out, stored_crc)
+                stored_crc = crc32(out, stored_crc)
                 fout.write(out)
         else:
             if codec == "zstd":
@@ -81,12 +82,12 @@ def compress_column(folder: Path, plain_name: str, codec: str, level: int | None
                 buf = fin.read(_CHUNK)
                 if not buf:
                     break
-                raw_crc = zlib.crc32(buf, raw_crc)
+                raw_crc = crc32(buf, raw_crc)
                 out = comp.compress(buf)
-                stored_crc = zlib.crc32(out, stored_crc)
+                stored_crc = crc32(out, stored_crc)
                 fout.write(out)
             out = finish()
-            stored_crc = zlib.crc32(out, stored_crc)
+            stored_crc = crc32(out, stored_crc)
             fout.write(out)
         fout.flush()
         os.fsync(fout.fileno())
@@ -185,7 +186,7 @@ def decode_column(folder: Path, entry: dict, dtype: np.dtype, shape: tuple,
             raise
         raise BatchFormatError(f"{name}: cannot decode {codec} column ({exc})") from None
     if verify:
-        crc = f"crc32:{zlib.crc32(np.ascontiguousarray(raw).data):08x}"
+        crc = format_crc(crc32(np.ascontiguousarray(raw).data))
         if crc != entry.get("rawChecksum"):
             raise BatchFormatError(f"{name}: checksum mismatch after decoding "
                                    f"(meta.json {entry.get('rawChecksum')}, data {crc})")

@@ -13,13 +13,13 @@ import math
 import os
 import re
 import stat
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import _format as F
 from ..errors import BatchFormatError
+from .checksum import crc32, format_crc
 from .codecs import codec_problems
 from .safeio import SafeFile, kind_of, lstat_problem, name_problem
 
@@ -423,7 +423,7 @@ def checksum_problems(path: Path, meta: dict, chunk: int = 16 << 20) -> list[str
         try:
             with SafeFile(Path(path) / fname, fname) as f:
                 for buf in f.chunks(chunk):
-                    crc = zlib.crc32(buf, crc)
+                    crc = crc32(buf, crc)
         except FileNotFoundError:
             probs.append(f"{fname}: cannot read for checksum (missing)")
             continue
@@ -433,8 +433,9 @@ def checksum_problems(path: Path, meta: dict, chunk: int = 16 << 20) -> list[str
         except OSError as exc:
             probs.append(f"{fname}: cannot read for checksum ({exc.strerror or exc})")
             continue
-        if f"crc32:{crc:08x}" != expected.lower():
-            probs.append(f"{fname}: checksum mismatch (meta.json {expected}, file crc32:{crc:08x})")
+        if format_crc(crc) != expected.lower():
+            probs.append(f"{fname}: checksum mismatch (meta.json {expected}, file "
+                         f"{format_crc(crc)})")
     return probs
 
 
