@@ -14,7 +14,7 @@ from fastrl.errors import BatchFormatError
 from conftest import random_episode
 from test_writer import seed_loader
 
-CODECS = ["gzip", "zstd"]
+CODECS = ["gzip", "zstd", "brotli"]
 
 
 def write(root, eps, **kw):
@@ -38,8 +38,7 @@ def _bins(path):
 @pytest.mark.parametrize("pack_masks", [False, True])
 @pytest.mark.parametrize("shard_bytes", [None, 3000])
 def test_roundtrip(tmp_path, eps, codec, pack_masks, shard_bytes):
-    if codec == "zstd":
-        pytest.importorskip("zstandard")
+    pytest.importorskip({"zstd": "zstandard", "brotli": "brotli", "gzip": "zlib"}[codec])
     comp = {c: codec for c in ("obs", "actions", "rewards", "dones", "values", "truncated")}
     comp["masks"] = "packbits" if pack_masks else codec
     plain = write(tmp_path / "p", eps, shard_bytes=shard_bytes)
@@ -119,3 +118,19 @@ def test_cli_export_compressed_and_decompress(tmp_path, rng, capsys):
     assert main(["decompress", path]) == 0
     plain = capsys.readouterr().out.strip().splitlines()[-1]
     assert plain != path and fastrl.validate(plain) == []
+
+
+def test_brotli_bomb_and_trailing_bytes(tmp_path, eps):
+    """A brotli column decodes to exactly rawBytes: a stream that inflates further, trailing
+    bytes, or a truncated stream are one-line errors naming the file."""
+    brotli = pytest.importorskip("brotli")
+    path = write(tmp_path, eps, compression={"obs": "brotli"})
+    stored = path / "obs.float32.bin.br"
+    good = stored.read_bytes()
+    for data, why in ((brotli.compress(bytes(50 << 20)), "more than the declared"),
+                      (good + b"\0\0", "bytes after its end"), (good[:len(good) // 2], "truncated")):
+        os.chmod(stored, 0o644)
+        stored.write_bytes(data)
+        with pytest.raises(fastrl.BatchFormatError, match=why) as info:
+            fastrl.load_batch(path)
+        assert "obs.float32.bin.br" in str(info.value)

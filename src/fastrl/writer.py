@@ -54,11 +54,13 @@ class BatchWriter:
         episode gets a shard of its own), and the batch's ``meta.json`` is a manifest listing them.
         Read a sharded batch with :func:`fastrl.open_dataset`.
     compression : None (plain files, memory-mappable: the default), a codec for every column
-        (``"zstd"``, needs zstandard; ``"gzip"``), or a dict column -> codec (masks may use
+        (``"zstd"``, needs zstandard; ``"brotli"``, needs brotli; ``"gzip"``), or a dict
+        column -> codec (masks may use
         ``"packbits"``: 8 columns per byte). Compressed batches are read into memory, not mapped,
         and the origin document's raw loader cannot read them (``fastrl decompress`` restores
         the plain format). See docs/FORMAT.md.
-    compression_level : codec level (zstd default 3, gzip default 6).
+    compression_level : codec level (zstd 1-22, default 3; brotli 0-11, default 5; gzip 0-9,
+        default 6).
     checksum : compute a CRC32 per column file while writing and store it in meta.json.
     fsync : flush every file and folder to disk before the commit (default). A killed process
         never leaves a complete-looking batch either way; ``fsync=False`` gives up only the

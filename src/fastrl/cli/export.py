@@ -9,10 +9,11 @@ import sys
 import time
 
 from .. import _format as F
+from .._batch.codecs import LEVELS
 from .._batch.meta import read_meta
 
 
-CODEC_LEVELS = {"zstd": (1, 22), "gzip": (0, 9)}
+
 
 EPILOG = """examples:
   fastrl bot && fastrl export
@@ -31,8 +32,8 @@ def _check_args(args) -> None:
     """Ranges argparse types cannot check alone; a one-line usage error (exit 2) otherwise."""
     if args.compress_level is not None:
         if args.compress is None:
-            args.export_parser.error("--compress-level needs --compress zstd or --compress gzip")
-        lo, hi = CODEC_LEVELS[args.compress]
+            args.export_parser.error("--compress-level needs --compress zstd, brotli or gzip")
+        lo, hi = LEVELS[args.compress]
         if not lo <= args.compress_level <= hi:
             args.export_parser.error(f"argument --compress-level: {args.compress} levels are "
                                f"{lo}..{hi}, got {args.compress_level}")
@@ -200,7 +201,7 @@ def register(sub) -> None:
     p.add_argument("--shard-size", type=parse_size, metavar="SIZE",
                    help="write a sharded batch, shards of about SIZE (e.g. 256MiB); each shard "
                         "is a complete batch folder, episodes are never split")
-    p.add_argument("--compress", choices=("zstd", "gzip"),
+    p.add_argument("--compress", choices=("zstd", "brotli", "gzip"),
                    help="compress every column (not memory-mappable; `fastrl decompress` undoes)")
     p.add_argument("--compress-level", type=bounded_int(0, 22), metavar="LEVEL",
                    help="codec level: zstd 1..22 (default 3), gzip 0..9 (default 6)")
