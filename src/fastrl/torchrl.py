@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._batch.safeio import map_array
 from .dataset import Dataset, open_dataset
 from .reader import Batch
 
@@ -88,9 +89,9 @@ def _cow_columns(b) -> dict:
         entry = listed.get(name)
         fname = entry.get("file") if isinstance(entry, dict) else _FILES.get(name)
         fpath = Path(b.path) / fname if isinstance(fname, str) else None
-        if fpath is None or not fpath.is_file():
+        if fpath is None:
             continue  # keep the reader's read-only map
-        cols[name] = np.memmap(fpath, dtype=arr.dtype, mode="c", shape=arr.shape)
+        cols[name] = map_array(fpath, arr.dtype, arr.shape, copy_on_write=True)
     return cols
 
 

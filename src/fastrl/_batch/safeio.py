@@ -216,10 +216,13 @@ def _size_error(name: str, found: int, expected: int, dtype, shape) -> BatchForm
                             f"({' x '.join(map(str, shape))} x {np.dtype(dtype).itemsize} bytes)")
 
 
-def map_array(path: Path, dtype, shape: tuple, name: str | None = None) -> np.ndarray:
+def map_array(path: Path, dtype, shape: tuple, name: str | None = None, *,
+              copy_on_write: bool = False) -> np.ndarray:
     """A read-only array memory-mapped from the regular file ``path``, whose size (fstat of
     the opened file) must be exactly the shape's. A plain ndarray view of the np.memmap (which
-    it keeps alive). An empty shape maps nothing, but the file is still checked."""
+    it keeps alive). An empty shape maps nothing, but the file is still checked.
+    ``copy_on_write``: a writable private mapping instead (``MAP_PRIVATE``): writes change this
+    process's pages only, never the file."""
     name = name or Path(path).name
     expected = _expected(dtype, shape)
     fd, st = open_regular(path, name)
@@ -231,7 +234,8 @@ def map_array(path: Path, dtype, shape: tuple, name: str | None = None) -> np.nd
             out.setflags(write=False)
             return out
         with os.fdopen(fd, "rb", closefd=False) as f:
-            mm = np.memmap(f, dtype=dtype, mode="r", shape=tuple(shape))
+            mm = np.memmap(f, dtype=dtype, mode="c" if copy_on_write else "r",
+                           shape=tuple(shape))
         return mm.view(np.ndarray)
     finally:
         os.close(fd)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
+from .._batch.meta import read_meta
 from ..dataset import open_dataset
+from ..errors import BatchFormatError
 
 
 def open_source(source):
@@ -41,8 +40,6 @@ def final_obs_kind(parts) -> str:
 def meta_json(folder) -> dict | None:
     """The parsed ``meta.json`` of a batch folder (docs/FORMAT.md), or None when unreadable."""
     try:
-        with open(Path(folder) / "meta.json", "rb") as f:
-            meta = json.loads(f.read())
-    except (OSError, ValueError):
+        return read_meta(folder)
+    except BatchFormatError:
         return None
-    return meta if isinstance(meta, dict) else None

@@ -36,7 +36,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 
 from .. import _format as F
 from .. import storage as _storage
-from .._batch.meta import (manifest_shards, meta_columns, meta_problems, parse_meta, read_meta,
+from .._batch.meta import (MAX_META_BYTES, manifest_shards, meta_columns, meta_problems, parse_meta, read_meta,
                            shard_record_problem)
 from ..errors import BatchFormatError, EpisodeError, FastrlError
 from ..reader import load_batch
@@ -82,10 +82,13 @@ def _read_meta_any(url: str, fs_options) -> dict:
         return read_meta(_storage.local_path(url))
     fs, p = _storage.filesystem(url, fs_options)
     try:
-        raw = fs.cat_file(f"{p}/{F.META_FILE}")
+        with fs.open(f"{p}/{F.META_FILE}", "rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)  # capped by bytes read, whatever the listing says
     except FileNotFoundError:
         raise BatchFormatError(f"{url}/meta.json: missing (not a batch, or not committed)") \
             from None
+    if len(raw) > MAX_META_BYTES:
+        raise BatchFormatError(f"{url}/meta.json: larger than the {MAX_META_BYTES}-byte limit")
     return parse_meta(raw, f"{url}/meta.json")
 
 
