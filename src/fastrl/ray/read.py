@@ -36,8 +36,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 
 from .. import _format as F
 from .. import storage as _storage
-from .._batch.meta import (MAX_META_BYTES, manifest_shards, meta_columns, meta_problems, parse_meta, read_meta,
-                           shard_record_problem)
+from .._batch.meta import (MAX_META_BYTES, manifest_shards, meta_columns, meta_problems,
+                           parse_meta, read_meta, shard_record_problem)
 from ..errors import BatchFormatError, EpisodeError, FastrlError
 from ..reader import load_batch
 
