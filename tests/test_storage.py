@@ -60,10 +60,10 @@ def _kill_at_manifest(monkeypatch, name):
     """Make the upload of ``name`` die just before its top-level meta.json (a killed writer)."""
     real = storage._put
 
-    def put(fs, lpaths, rpaths):
+    def put(fs, lpaths, rpaths, *args):
         if any(r.endswith(f"/{name}/meta.json") for r in rpaths):
             raise KeyboardInterrupt("killed before the manifest")
-        return real(fs, lpaths, rpaths)
+        return real(fs, lpaths, rpaths, *args)
 
     monkeypatch.setattr(storage, "_put", put)
 
@@ -159,8 +159,8 @@ def test_upload_order_puts_manifest_last(batches, mem_root, monkeypatch):
     _, _, sharded = batches
     calls = []
     real = storage._put
-    monkeypatch.setattr(storage, "_put", lambda fs, lp, rp: (calls.append(list(rp)),
-                                                             real(fs, lp, rp)))
+    monkeypatch.setattr(storage, "_put", lambda fs, lp, rp, *a: (calls.append(list(rp)),
+                                                                 real(fs, lp, rp, *a)))
     storage.upload_batch(sharded, mem_root)
     flat = [r.split(f"/{sharded.name}/", 1)[1] for c in calls for r in c]
     assert flat[-1] == "meta.json" and flat.count("meta.json") == 1
@@ -234,7 +234,7 @@ def test_s3_killed_writer_leaves_no_visible_batch(batches, s3, tmp_path, monkeyp
 def test_cli_commands(batches, mem_root, tmp_path, monkeypatch, capsys):
     """``fastrl upload | ls | fetch | clean-remote``."""
     from fastrl import cli
-    assert "fastrl.storage" in cli._COMMAND_MODULES
+    assert "fastrl.cli.storage" in cli._COMMAND_MODULES
     _, plain, sharded = batches
     assert cli.main(["upload", str(plain), mem_root]) == 0
     assert capsys.readouterr().out.strip() == f"{mem_root}/{plain.name}"
@@ -252,3 +252,12 @@ def test_cli_commands(batches, mem_root, tmp_path, monkeypatch, capsys):
     assert cli.main(["clean-remote", mem_root, "--grace", "0"]) == 0
     assert storage.list_batches(mem_root) == [f"{mem_root}/{plain.name}"]
     assert storage.clean_incomplete(mem_root, grace_s=0) == []
+
+
+def test_cli_missing_paths_fail_in_one_line(mem_root, tmp_path, capsys):
+    from fastrl import cli
+    assert cli.main(["ls", str(tmp_path / "nothing-here")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.main(["fetch", f"{mem_root}/no-such-root", "--cache-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no such batch or root" in err and err.count("\n") == 1

@@ -48,6 +48,7 @@ from pathlib import Path
 from . import _format as F
 from ._batch.commit import TempFolder, clean_stale, fsync_dir, now_ms, stale_temp_folders
 from ._batch.safeio import SafeFile, kind_of, name_problem
+from ._progress import progress_bar
 from .errors import BatchFormatError
 
 __all__ = ["upload_batch", "list_batches", "fetch_batch", "open_remote_dataset",
@@ -248,7 +249,7 @@ def remote_key_problem(rel) -> str | None:
 # -- public API -----------------------------------------------------------------------------
 
 def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, *,
-                 verify: bool = True) -> str:
+                 verify: bool = True, progress: bool | None = None) -> str:
     """Copy the committed local batch (plain or sharded) to ``<remote_root>/<batch name>/``
     and return its URL.
 
@@ -258,7 +259,8 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     checks the local batch first (sizes and checksums, ``validate(check_data=False)``).
     Uploading the same batch again is a no-op; a different batch under the same name is
     refused (FileExistsError). A local ``remote_root`` gets a copy made in a hidden temporary
-    folder and renamed, like every local batch.
+    folder and renamed, like every local batch. ``progress``: a bar of the files sent on stderr
+    (default: when stderr is a terminal).
     """
     from ._batch.meta import read_meta
     src = Path(local_batch_path)
@@ -300,7 +302,8 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
         if not _is_flat(fs):
             for d in sorted({os.path.dirname(f"{dest}/{r}") for r in rels}):
                 fs.makedirs(d, exist_ok=True)
-        _put(fs, [str(src / r) for r in rels], [f"{dest}/{r}" for r in rels])
+        _put(fs, [str(src / r) for r in rels], [f"{dest}/{r}" for r in rels], progress,
+             f"upload {name}")
 
     put(data)    # 1. every column file (concurrently where the filesystem can)
     put(metas)   # 2. every shard's own meta.json
@@ -316,12 +319,39 @@ def upload_batch(local_batch_path, remote_root, fs_options: dict | None = None, 
     return url
 
 
-def _put(fs, lpaths: list[str], rpaths: list[str]) -> None:
+def _put(fs, lpaths: list[str], rpaths: list[str], progress: bool | None = False,
+         desc: str = "upload") -> None:
     """Upload files (one call: s3fs and other async filesystems send them concurrently)."""
     if len(lpaths) == 1:
         fs.put_file(lpaths[0], rpaths[0])
-    else:
-        fs.put(lpaths, rpaths)
+        return
+    with _file_bar(len(lpaths), desc, progress) as callback:
+        fs.put(lpaths, rpaths, **callback)
+
+
+class _file_bar:
+    """A progress bar over the files of one fsspec put/get call: ``with _file_bar(n, desc,
+    progress) as kw: fs.get(..., **kw)`` (kw is empty when the bar is off)."""
+
+    def __init__(self, files: int, desc: str, progress: bool | None):
+        self.bar = progress_bar(files, desc, unit="file", enabled=progress)
+
+    def __enter__(self) -> dict:
+        if self.bar.disable:
+            return {}
+        from fsspec.callbacks import Callback
+        bar = self.bar
+
+        class Files(Callback):
+            def branched(self, path_1, path_2, **kwargs):
+                bar.update(1)
+                return None
+
+        return {"callback": Files()}
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
 
 
 def list_batches(remote_root, fs_options: dict | None = None) -> list[str]:
@@ -371,14 +401,15 @@ def _sizes_ok(path: Path) -> bool:
 
 
 def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
-                refresh: bool = False) -> Path:
+                refresh: bool = False, progress: bool | None = None) -> Path:
     """A local copy of the committed batch at ``url``; local paths are returned as they are.
 
     The batch is downloaded whole into a hidden temporary folder of ``cache_dir`` (default
     :func:`default_cache_dir`), checked with ``validate(..., check_data=False)`` (sizes and
     CRC-32 checksums) and renamed to ``<cache_dir>/<batch name>-<hash of the URL>``, so a half
     download is never used. A complete cached copy is reused without network access (its file
-    sizes are checked); ``refresh=True`` downloads again.
+    sizes are checked); ``refresh=True`` downloads again. ``progress``: a bar of the files
+    received on stderr (default: when stderr is a terminal).
     """
     if not is_remote(url):
         path = local_path(url)
@@ -424,7 +455,9 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
             if len(rels) == 1:
                 fs.get_file(f"{rpath}/{rels[0]}", str(dst / rels[0]))
             else:
-                fs.get([f"{rpath}/{r}" for r in rels], [str(dst / r) for r in rels])
+                with _file_bar(len(rels), f"fetch {name}", progress) as callback:
+                    fs.get([f"{rpath}/{r}" for r in rels], [str(dst / r) for r in rels],
+                           **callback)
         with open(dst / F.META_FILE, "xb") as f:
             f.write(top_meta)
         from .validate import validate
@@ -556,95 +589,3 @@ def _lmtime(path: str) -> float:
 
 
 # -- command line (``fastrl upload | ls | fetch | clean-remote``) ------------------------------
-
-def _fs_options_arg(text):
-    import argparse
-    import json
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--fs-options must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--fs-options must be a JSON object")
-    return value
-
-
-def _cli(fn):
-    """Run a command body; a missing optional package is a one-line error, not a traceback."""
-    import sys
-
-    def run(args):
-        try:
-            return fn(args)
-        except ImportError as exc:
-            print(f"fastrl {args.command}: error: {exc}", file=sys.stderr)
-            return 1
-    return run
-
-
-@_cli
-def _cmd_upload(args) -> int:
-    print(upload_batch(args.batch, args.url, args.fs_options))
-    return 0
-
-
-@_cli
-def _cmd_ls(args) -> int:
-    for url in list_batches(args.root, args.fs_options):
-        print(url)
-    return 0
-
-
-@_cli
-def _cmd_fetch(args) -> int:
-    urls = [args.url]
-    if is_remote(args.url):
-        fs, p = filesystem(args.url, args.fs_options)
-        if not fs.exists(f"{p}/{F.META_FILE}"):
-            urls = list_batches(args.url, args.fs_options)
-    for url in urls:
-        print(fetch_batch(url, args.cache_dir, args.fs_options))
-    return 0
-
-
-@_cli
-def _cmd_clean_remote(args) -> int:
-    import sys
-    found = clean_incomplete(args.root, grace_s=args.grace, dry_run=args.dry_run,
-                             fs_options=args.fs_options)
-    verb = "would delete" if args.dry_run else "deleted"
-    for url in found:
-        print(url)
-    print(f"{verb} {len(found)} uncommitted batch prefix(es)", file=sys.stderr)
-    return 0
-
-
-def register(sub) -> None:
-    fs_help = ('fsspec options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": '
-               '"http://127.0.0.1:9000"}}\' (default: the environment\'s credentials)')
-    p = sub.add_parser("upload", help="copy a committed batch under a root URL (s3://...), "
-                                      "meta.json last")
-    p.add_argument("batch", help="local batch folder")
-    p.add_argument("url", help="remote root; the batch goes to <url>/<batch name>/")
-    p.add_argument("--fs-options", type=_fs_options_arg, help=fs_help)
-    p.set_defaults(func=_cmd_upload)
-    p = sub.add_parser("ls", help="list the committed batches of a root (local or URL)")
-    p.add_argument("root")
-    p.add_argument("--fs-options", type=_fs_options_arg, help=fs_help)
-    p.set_defaults(func=_cmd_ls)
-    p = sub.add_parser("fetch", help="download a remote batch, or every batch of a root, into "
-                                     "the local cache; print the local paths")
-    p.add_argument("url")
-    p.add_argument("--cache-dir", help="default: $FASTRL_CACHE_DIR or ~/.cache/fastrl")
-    p.add_argument("--fs-options", type=_fs_options_arg, help=fs_help)
-    p.set_defaults(func=_cmd_fetch)
-    p = sub.add_parser("clean-remote", help="delete uncommitted batch prefixes (no meta.json) "
-                                            "older than --grace seconds")
-    p.add_argument("root")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S,
-                   help=f"seconds (default {DEFAULT_GRACE_S:.0f}); must exceed the longest upload")
-    p.add_argument("--dry-run", action="store_true", help="only list them")
-    p.add_argument("--fs-options", type=_fs_options_arg, help=fs_help)
-    p.set_defaults(func=_cmd_clean_remote)

@@ -2,7 +2,7 @@
 
 Every subcommand is registered from this package: ``bot`` and ``demo`` in :mod:`.refgame`,
 ``export`` in :mod:`.export`, the batch commands (validate, info, to-npz, to-parquet, decompress,
-report) here, the storage commands (upload, ls, fetch, clean-remote) in :mod:`fastrl.storage`.
+report) here, the storage commands (upload, ls, fetch, clean-remote) in :mod:`.storage`.
 Each sets ``func(args) -> exit code``.
 
 Conventions every command follows: ``--help`` ends with examples; ``-o``/``--out`` names where
@@ -25,7 +25,7 @@ import textwrap
 from .. import __version__, _kernels
 
 # Modules that contribute sub-commands, in the order `fastrl --help` lists them.
-_COMMAND_MODULES = ("fastrl.cli.refgame", "fastrl.cli.export", "fastrl.cli", "fastrl.storage")
+_COMMAND_MODULES = ("fastrl.cli.refgame", "fastrl.cli.export", "fastrl.cli", "fastrl.cli.storage")
 
 DIST_NAME = "fastrl-batch"  # the distribution's name on the package index (import name: fastrl)
 
@@ -35,19 +35,6 @@ _EXTRAS = {"zstandard": "zstd", "pyarrow": "parquet", "fsspec": "remote", "s3fs"
            "torch": "torch", "tensordict": "torchrl", "torchrl": "torchrl", "orjson": "fast"}
 
 _BATCH = "data/binary/batch_1795736172459"  # the batch path the examples show
-
-# Examples for the commands registered elsewhere that do not bring their own (argparse epilog).
-_FALLBACK_EXAMPLES = {
-    "export": ["fastrl export                               # dataset/episodes -> data/binary/"
-               "batch_<ms>",
-               "fastrl export my/episodes --out my/batches  # another input folder and output root",
-               "fastrl export --shard-size 256MiB --workers 4"],
-    "upload": [f"fastrl upload {_BATCH} s3://bucket/rl"],
-    "ls": ["fastrl ls s3://bucket/rl", "fastrl ls data/binary"],
-    "fetch": ["fastrl fetch s3://bucket/rl --cache-dir ~/.cache/fastrl"],
-    "clean-remote": ["fastrl clean-remote s3://bucket/rl --dry-run"],
-}
-
 
 class HelpFormatter(argparse.HelpFormatter):
     """Wraps each paragraph of a description (paragraphs are separated by a blank line) to the
@@ -249,11 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in _COMMAND_MODULES:
         importlib.import_module(modname).register(sub)
-    for name, p in sub.choices.items():
-        if not p.epilog and name in _FALLBACK_EXAMPLES:
-            p.epilog = examples(*_FALLBACK_EXAMPLES[name])
-            if p.formatter_class is argparse.HelpFormatter:
-                p.formatter_class = HelpFormatter
     return parser
 
 
