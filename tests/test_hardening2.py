@@ -904,12 +904,10 @@ def test_to_npz_sigkill_leftover_is_recognised_and_cleaned(tmp_path):
     path = _write(tmp_path / "r", n=40, seed=1)
     out_dir = tmp_path / "npz"
     out_dir.mkdir()
-    code = (f"import numpy as np, fastrl, os, signal\n"
-            f"orig = np.savez_compressed\n"
-            f"def savez(file, **kw):\n"
-            f"    orig(file, **kw)\n"
+    code = (f"import fastrl, os, signal\n"
+            f"def replace(src, dst):  # killed after writing, before the rename\n"
             f"    os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"np.savez_compressed = savez\n"
+            f"os.replace = replace\n"
             f"fastrl.to_npz({str(path)!r}, {str(out_dir / 'b.npz')!r})\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL

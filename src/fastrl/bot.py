@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._progress import progress_bar
 from .game import N_ACTIONS, N_COLS, N_ROWS, RefGame, game_spec
 
 __all__ = ["POLICIES", "episode_seed", "play_episode", "play_columns", "write_episodes",
@@ -235,7 +236,6 @@ def write_episodes(out_dir: str | os.PathLike = "dataset/episodes", episodes: in
         write_sidecar(out, spec=game_spec(), n_actions=N_ACTIONS)
     stamp = f"ep-{time.time_ns() // 1_000_000:013d}-s{seed}"
     paths = []
-    from ._progress import progress_bar
     with progress_bar(episodes, "bot", unit="episode", enabled=progress) as bar:
         for file_index, first in enumerate(range(0, episodes, per_file)):
             # Serialize each episode as soon as it is played: holding many episodes' small
@@ -274,10 +274,11 @@ def _check_sidecar(out: Path) -> None:
 
 def play_direct(root: str | os.PathLike = "data/binary", episodes: int = 200, seed: int = 0,
                 policy: str = "random", *, mask_pad: int | None = None,
-                **writer_options) -> Path:
+                progress: bool | None = None, **writer_options) -> Path:
     """Play ``episodes`` games and write them straight into one batch under ``root`` through
     :class:`fastrl.BatchWriter` (raw states encoded by the game's ObsSpec, legal-id masks,
-    values and logprobs), one ``add_episode`` call per episode. Returns the batch path."""
+    values and logprobs), one ``add_episode`` call per episode. ``progress``: a bar of the
+    episodes on stderr (default: when stderr is a terminal). Returns the batch path."""
     from .writer import BatchWriter
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -286,8 +287,10 @@ def play_direct(root: str | os.PathLike = "data/binary", episodes: int = 200, se
     meta = {"game": "fastrl.game.RefGame", "policy": policy, "seed": seed,
             "episodeSeeds": f"seed * 2**32 + index, index 0..{episodes - 1}"}
     with BatchWriter(root, n_actions=N_ACTIONS, spec=game_spec(), mask_pad=mask_pad, meta=meta,
-                     **writer_options) as w:
+                     **writer_options) as w, \
+            progress_bar(episodes, "bot", unit="episode", enabled=progress) as bar:
         for i in range(episodes):
+            bar.update(1)
             ep = play_columns(episode_seed(seed, i), policy)
             w.add_episode(actions=ep["actions"], rewards=ep["rewards"], legal=ep["legal"],
                           values=ep["values"], logprobs=ep["logprobs"], states=ep["states"])

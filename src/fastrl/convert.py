@@ -6,16 +6,19 @@ import json
 import os
 import secrets
 import stat
-import zlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from . import _format as F
 from . import _kernels
-from .dataset import open_dataset
+from ._batch.checksum import crc32, format_crc
 from ._batch.commit import creator_dead, now_ms
 from ._batch.meta import read_meta
+from ._progress import progress_bar
+from .dataset import open_dataset
 from .errors import BatchFormatError
 
 NPZ_TMP_PREFIX = F.TMP_PREFIX + "npz-"  # .fastrl-tmp-npz-<ms>-<pid>-<hex>.npz beside the output
@@ -48,14 +51,16 @@ def clean_stale_npz(folder: Path) -> list[Path]:
 __all__ = ["to_npz", "info", "format_info"]
 
 
-def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool = True) -> Path:
+def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool = True,
+           progress: bool | None = None) -> Path:
     """Write the batch at ``path`` as one ``.npz`` file: keys ``obs``, ``actions``, ``rewards``,
     ``masks``, ``dones`` (the origin document's), the optional columns present (``values``,
     ``logprobs``, ``truncated``), ``episode_starts`` (int64, episodes + 1) and ``meta`` (the
     meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
     ``json.loads(str(z["meta"]))``). Written to a temporary file beside ``out``
     (``.fastrl-tmp-npz-<ms>-<pid>-<hex>.npz``), then renamed; the temporary files of earlier
-    runs that were killed (their process is gone) are removed first. Returns ``out``."""
+    runs that were killed (their process is gone) are removed first. ``progress``: a bar of the
+    bytes written on stderr (default: when stderr is a terminal). Returns ``out``."""
     ds = open_dataset(path)
     out = Path(out)
     if out.suffix != ".npz":
@@ -69,12 +74,25 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
     clean_stale_npz(out.parent)
     tmp = out.with_name(f"{NPZ_TMP_PREFIX}{now_ms()}-{os.getpid()}-{secrets.token_hex(4)}.npz")
     try:
-        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+        _write_npz(tmp, arrays, compressed, progress)
         os.replace(tmp, out)
     finally:
         if os.path.lexists(tmp):
             tmp.unlink()
     return out
+
+
+def _write_npz(path: Path, arrays: dict, compressed: bool, progress) -> None:
+    """What ``np.savez``/``np.savez_compressed`` write (one ``name.npy`` member per array, no
+    pickle), one member at a time under a progress bar of the bytes."""
+    mode = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    total = sum(a.nbytes for a in arrays.values())
+    with progress_bar(total, "to-npz", enabled=progress) as bar, \
+            zipfile.ZipFile(path, "w", compression=mode, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                npy_format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+            bar.update(arr.nbytes)
 
 
 def info(path: str | os.PathLike) -> dict:
@@ -178,7 +196,8 @@ def default_decompress_root(path: Path) -> Path:
     return root.with_name(root.name + "-decompressed")
 
 
-def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = None) -> Path:
+def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = None, *,
+               progress: bool | None = None) -> Path:
     """Write a plain (uncompressed, memory-mappable) copy of the compressed batch at ``path``
     into ``out_root`` under the batch's own name (default :func:`default_decompress_root`:
     ``<root>-decompressed`` beside the source root; never the source root itself, where the
@@ -189,7 +208,8 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
     meta or manifest, wrong totals, a damaged plain column under its checksum...), or a copy
     whose name already exists in ``out_root``. Every column is checked against its recorded
     CRC32 as it is copied or decoded, and the copy is checked again before it is committed
-    (written in a hidden temporary folder, renamed into place)."""
+    (written in a hidden temporary folder, renamed into place). ``progress``: a bar of the
+    columns copied on stderr (default: when stderr is a terminal)."""
     from ._batch.columnset import write_json
     from ._batch.commit import TempFolder
     from ._batch.meta import batch_parts, column_layout
@@ -218,6 +238,8 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
         raise FileExistsError(f"{final} exists (decompressed before?); remove it or choose "
                               "another output root")
     tmp = TempFolder(root, kind="decompress")
+    bar = progress_bar(sum(len(column_layout(m, p)) for p, m in zip(parts, metas)),
+                       "decompress", unit="column", enabled=progress)
     try:
         for part, meta in zip(parts, metas):
             dest = tmp.path if part == path else tmp.path / part.name
@@ -226,6 +248,7 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
             layout = column_layout(meta, part)
             sums = meta.get("checksums")
             for name, (fpath, _, _) in layout.items():
+                bar.update(1)
                 out = dest / fpath.name
                 if name in codecs:  # one column in memory at a time
                     col = open_columns(layout, codecs, verify=True, names=[name])[name]
@@ -238,12 +261,12 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
                 crc = 0
                 with SafeFile(fpath, fpath.name) as f, open(out, "xb") as fo:
                     for buf in f.chunks():
-                        crc = zlib.crc32(buf, crc)
+                        crc = crc32(buf, crc)
                         fo.write(buf)
                 want = sums.get(fpath.name) if isinstance(sums, dict) else None
-                if want is not None and f"crc32:{crc:08x}" != str(want).lower():
+                if want is not None and format_crc(crc) != str(want).lower():
                     raise BatchFormatError(f"{fpath}: checksum mismatch while copying "
-                                           f"(meta.json {want}, file crc32:{crc:08x})")
+                                           f"(meta.json {want}, file {format_crc(crc)})")
             for fpath in dest.iterdir():
                 if fpath.is_file() and not fpath.name.startswith("."):
                     with open(fpath, "rb+") as fo:
@@ -259,3 +282,5 @@ def decompress(path: str | os.PathLike, out_root: str | os.PathLike | None = Non
     except BaseException:
         tmp.discard()
         raise
+    finally:
+        bar.close()

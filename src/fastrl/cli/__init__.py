@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import re
@@ -65,16 +64,6 @@ def add_parser(sub, name: str, *, help: str, description: str | None = None,
                           formatter_class=HelpFormatter, **kw)
 
 
-def progress_option(fn, quiet: bool) -> dict:
-    """``{"progress": ...}`` for ``fn`` when it takes a ``progress`` argument (``None``: a bar
-    when stderr is a terminal; ``False``: none, for ``--quiet``), else ``{}``."""
-    try:
-        takes = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return {"progress": False if quiet else None} if takes else {}
-
-
 # -- batch commands --------------------------------------------------------------------------
 
 def _cmd_validate(args) -> int:
@@ -106,7 +95,7 @@ def _cmd_info(args) -> int:
 def _cmd_to_npz(args) -> int:
     from ..convert import to_npz
     print(to_npz(args.batch, args.out, compressed=not args.uncompressed,
-                 **progress_option(to_npz, args.quiet)))
+                 progress=False if args.quiet else None))
     return 0
 
 
@@ -114,13 +103,13 @@ def _cmd_to_parquet(args) -> int:
     from ..interop import to_parquet
     compression = None if args.compression == "none" else args.compression
     print(to_parquet(args.batch, args.out, compression=compression,
-                     **progress_option(to_parquet, args.quiet)))
+                     progress=False if args.quiet else None))
     return 0
 
 
 def _cmd_decompress(args) -> int:
     from ..convert import decompress
-    print(decompress(args.batch, args.out, **progress_option(decompress, args.quiet)))
+    print(decompress(args.batch, args.out, progress=False if args.quiet else None))
     return 0
 
 

@@ -8,7 +8,7 @@ import time
 
 from ..bot import DEFAULT_PER_FILE, FORMATS, POLICIES, play_direct, write_episodes
 from ..demo import DEFAULT_DIR, run_demo
-from . import HelpFormatter, add_parser, examples, progress_option
+from . import HelpFormatter, add_parser, examples
 
 
 def register(subparsers) -> None:
@@ -75,13 +75,13 @@ def _cmd_bot(args) -> int:
             print("fastrl bot: note: --format, --per-file and --with-obs apply to episode files, "
                   "not to --direct", file=sys.stderr)
         path = play_direct(args.batch_root, args.episodes, args.seed, args.policy,
-                           **progress_option(play_direct, args.quiet))
+                           progress=False if args.quiet else None)
         what = f"1 batch in {args.batch_root}"
         paths = [path]
     else:
         paths = write_episodes(args.out, args.episodes, args.seed, args.format, args.per_file,
                                args.policy, with_obs=args.with_obs,
-                               **progress_option(write_episodes, args.quiet))
+                               progress=False if args.quiet else None)
         what = f"{len(paths)} file(s) in {args.out}"
     dt = time.perf_counter() - t0
     print(f"fastrl bot: {args.episodes} episode(s), policy {args.policy}, seed {args.seed}: "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import progress_bar
 from ._common import final_obs_of, meta_json, open_source, truncated_of
 
 _ROW_GROUP_BYTES = 32 << 20  # about this much raw data per row group (and in memory at once)
@@ -50,7 +51,7 @@ def parquet_schema(obs_dim: int, n_actions: int, *, values=False, logprobs=False
 
 
 def to_parquet(path, out, *, row_group_rows: int | None = None, compression: str | None = "zstd",
-               mask_dtype: str = "bool") -> Path:
+               mask_dtype: str = "bool", progress: bool | None = None) -> Path:
     """Write ``fastrl.open_dataset(path)`` (a batch, a sharded batch, a root of batches or a
     list of them) as one Parquet file ``out``, one row per transition, and return ``out``.
 
@@ -85,7 +86,8 @@ def to_parquet(path, out, *, row_group_rows: int | None = None, compression: str
     stays bounded whatever the batch size. ``compression`` is Parquet's (``"zstd"`` default,
     ``"snappy"``, ``None``...). The file is written beside ``out`` under a temporary name,
     flushed to disk and renamed: ``out`` appears complete or not at all (an existing ``out``
-    is replaced).
+    is replaced). ``progress``: a bar of the transitions written on stderr (default: when
+    stderr is a terminal).
     """
     pa, pq = _import_pyarrow()
     if mask_dtype not in ("bool", "uint8"):
@@ -120,7 +122,8 @@ def to_parquet(path, out, *, row_group_rows: int | None = None, compression: str
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        with pq.ParquetWriter(tmp, schema, compression=compression) as writer, \
+                progress_bar(len(ds), "to-parquet", unit="transition", enabled=progress) as bar:
             for k, b in enumerate(parts):
                 first_episode = int(ds.episode_starts[k])
                 starts = np.asarray(b.episode_starts)
@@ -132,6 +135,7 @@ def to_parquet(path, out, *, row_group_rows: int | None = None, compression: str
                                               first_episode, n_actions, mask_dtype,
                                               has_values, has_logprobs, has_final),
                                        row_group_size=hi - lo)
+                    bar.update(hi - lo)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
