@@ -37,12 +37,7 @@ FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 
 # Blocks of docs that have no skip marker yet but cannot run here (matched by the file and a
 # piece of the block's text). Once the file carries `<!-- skip: ... -->`, the entry can go.
-KNOWN_SKIPS = {
-    ("docs/HARDENING.md", "pytest tests/test_hardening.py"):
-        "developer commands: long test runs",
-    ("docs/HARDENING.md", "build_ext --inplace"): "rebuilds the extension in place",
-    ("docs/FORMAT.md", "batch_1690000000000"): "an example path, no such batch here",
-}
+KNOWN_SKIPS: dict = {}  # (file, a piece of the block) -> reason; prefer <!-- skip: ... -->
 
 
 @dataclass
