@@ -58,32 +58,6 @@ def iso_from_ms(ms) -> str:
         return str(ms)
 
 
-def _load_part(path: Path, meta: dict) -> Batch:
-    """``load_batch(path)``, also for producers whose ``createdAt`` is a number of ms (which
-    ``load_batch`` refuses today although the contract lets readers accept it): the same checks,
-    on a copy of the meta with the time as a string."""
-    created = meta.get("createdAt")
-    if isinstance(created, bool) or not isinstance(created, (int, float)):
-        return load_batch(path)
-    from ._batch.meta import (column_layout, episode_starts_from, index_problems, meta_problems,
-                              size_problems)
-    from .reader import open_columns
-    meta = dict(meta, createdAt=iso_from_ms(created))
-    probs = meta_problems(meta)
-    layout = column_layout(meta, path) if not probs else {}
-    codecs = meta.get("codecs") or {}
-    probs = probs or size_problems(layout, codecs)
-    if probs:
-        raise BatchFormatError(f"{path}: " + "; ".join(probs))
-    cols = open_columns(layout, codecs)
-    starts = cols.pop(F.EPISODE_INDEX[0], None)
-    starts = episode_starts_from(cols["dones"]) if starts is None else np.asarray(starts)
-    probs = index_problems(starts, meta["count"], meta["episodes"])
-    if probs:
-        raise BatchFormatError(f"{path}: " + "; ".join(probs))
-    return Batch(path, meta, cols, starts)
-
-
 def open_parts(path) -> tuple[dict, list[Batch], str]:
     """(top meta.json or {}, opened parts, kind) for a batch ("batch"), a sharded batch
     ("sharded batch": its shards) or a root folder of batches ("batches")."""
@@ -93,7 +67,7 @@ def open_parts(path) -> tuple[dict, list[Batch], str]:
     meta = read_meta(path)
     if meta.get("sharded") is True:
         return meta, open_dataset(path).parts, "sharded batch"
-    return meta, [_load_part(path, meta)], "batch"
+    return meta, [load_batch(path)], "batch"
 
 
 def _backend_name() -> str:
