@@ -47,7 +47,10 @@ MAX_COUNT = 1 << 40        # transitions in one batch
 INT32_MAX = (1 << 31) - 1
 MAX_FILE_BYTES = 1 << 50   # 1 PiB per column file: every offset and product stays in int64
 
-DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
+# 8 MiB staging buffers: the packed rows are still in cache when the background thread writes
+# them, and the pipeline fills and drains quickly (measured: 0.94-0.97x raw tofile, against
+# 0.74-0.84x with 64 MiB buffers).
+DEFAULT_FLUSH_BYTES = 8 * 1024 * 1024
 
 
 def row_bytes(obs_dim: int, mask_dim: int) -> int:

@@ -47,7 +47,7 @@ class BatchWriter:
         encoded straight into the writer's buffers. Its JSON and field slices go into meta.json.
     mask_pad : store masks ``mask_pad`` columns wide (>= n_actions; extra columns are 0), e.g. 256
         for a 208-action game. Default: no padding (maskDim == n_actions).
-    flush_bytes : size of the in-memory column buffers (bytes, default 64 MiB); memory stays bounded
+    flush_bytes : size of the in-memory column buffers (bytes, default 8 MiB); memory stays bounded
         by about this much whatever the batch size.
     shard_bytes : when set, the batch is a folder of shards ``shard_00000/`` ..., each a complete
         batch folder of at most about this many bytes (an episode is never split; one longer
@@ -401,7 +401,7 @@ class BatchWriter:
         self.engine = WriteEngine(self.root, layout, spec=self.spec, flush_bytes=self.flush_bytes,
                                   shard_bytes=self.shard_bytes, codecs=self._codecs,
                                   level=self._level, checksum=self._checksum, fsync=self._fsync,
-                                  threads=self._threads,
+                                  threads=self._threads, caller_crc=True,
                                   meta=base_meta(self.spec, self._user_meta))
 
     def _add(self, *, obs=None, actions=None, rewards=None, mask=None, legal=None, values=None,

@@ -41,13 +41,19 @@ class _ColumnFile:
         self.path = path
         self.f = open(path, "wb")
         self.crc = 0 if checksum else None
+        self.crc_after = None  # the running CRC after the next write, when computed elsewhere
         self.fsync = fsync
 
     def write(self, arr: np.ndarray) -> None:
+        """Append ``arr``'s bytes and update the running CRC-32 (taken from ``crc_after`` when
+        the caller computed it for this write)."""
         mv = memoryview(np.ascontiguousarray(arr)).cast("B")
         self.f.write(mv)
         if self.crc is not None:
-            self.crc = crc32(mv, self.crc)
+            if self.crc_after is not None:
+                self.crc, self.crc_after = self.crc_after, None
+            else:
+                self.crc = crc32(mv, self.crc)
 
     def close(self) -> None:
         if not self.f.closed:
@@ -99,11 +105,14 @@ class ColumnSet:
     def nbytes(self) -> int:
         return self.count * self.layout.row_bytes()
 
-    def append(self, cols: dict, lengths) -> None:
+    def append(self, cols: dict, lengths, crcs: dict | None = None) -> None:
         """Write rows of whole episodes (``sum(lengths)`` rows of each per-transition column in
-        ``cols``, and ``len(lengths)`` rows of ``final_obs`` when the batch has it)."""
+        ``cols``, and ``len(lengths)`` rows of ``final_obs`` when the batch has it). ``crcs``:
+        column -> the file's running CRC-32 after these rows, when the caller computed them."""
         rows = int(sum(lengths))
         for name, f in self.files.items():
+            if crcs is not None:
+                f.crc_after = crcs[name]
             f.write(cols[name][:len(lengths) if name == F.FINAL_OBS[0] else rows])
         starts = np.zeros(len(lengths), np.int64)
         np.cumsum(np.asarray(lengths[:-1], np.int64), out=starts[1:])

@@ -24,9 +24,12 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .. import _format as F
-from .columnset import ColumnSet, iso_utc_now, write_json
+from .checksum import crc32
 from .codecs import resolve
+from .columnset import ColumnSet, iso_utc_now, write_json
 from .commit import TempFolder
 from .meta import SHARD_PREFIX, build_manifest
 from .stager import Layout, Stager
@@ -82,13 +85,18 @@ class WriteEngine:
     shard_bytes: write shards of about this many bytes (None: one plain folder); codecs:
     column -> codec name (resolved); level: codec level; checksum: CRC-32 per file; fsync: flush
     files and folders to disk before the commit; threads: kernel threads; meta: keys added to
-    every folder's meta.json (spec, user meta, producer keys).
+    every folder's meta.json (spec, user meta, producer keys); caller_crc: compute the CRC-32s
+    on the calling thread as buffers are handed over (it overlaps the background thread's file
+    writes: ``BatchWriter``, whose caller only packs at memory speed) instead of on the
+    background thread (the export, whose caller is busy parsing). Sharded batches always take
+    their CRCs on the background thread, which cuts the shards.
     """
 
     def __init__(self, root: Path, layout: Layout, *, spec=None,
                  flush_bytes: int = F.DEFAULT_FLUSH_BYTES, shard_bytes: int | None = None,
                  codecs: dict | None = None, level: int | None = None, checksum: bool = True,
-                 fsync: bool = True, threads: int | None = None, meta: dict | None = None):
+                 fsync: bool = True, threads: int | None = None, meta: dict | None = None,
+                 caller_crc: bool = False):
         self.layout = layout
         self.spec = spec
         self.shard_bytes = shard_bytes
@@ -97,6 +105,8 @@ class WriteEngine:
         self.checksum = checksum
         self.fsync = fsync
         self.meta = dict(meta or {})   # keys every folder's meta.json gets (producers add some)
+        # column -> running CRC-32 of its file, when the caller computes them
+        self._crcs = {} if caller_crc and checksum and shard_bytes is None else None
         self.owner_pid = os.getpid()
         capacity = max(1, int(flush_bytes) // layout.row_bytes())
         self.stager = Stager(layout, capacity, spec=spec, threads=threads)
@@ -144,7 +154,7 @@ class WriteEngine:
         self.check_owner()
         self.flush()
         lengths = list(lengths)
-        self._submit(cols, lengths, None, release)
+        self._submit(cols, lengths, None, release, self._running_crcs(cols))
         self.episodes += len(lengths)
         self.transitions += sum(lengths)
 
@@ -164,7 +174,7 @@ class WriteEngine:
             cols, lengths = self.stager.take()
             self.stager.cols = None
             self.stager.final_obs = None
-            self._submit(cols, list(lengths), (buffer, final))
+            self._submit(cols, list(lengths), (buffer, final), None, self._running_crcs(cols))
             if self._spare is not None:
                 self.stager.cols, self.stager.final_obs = self._spare
                 self._spare = None
@@ -246,11 +256,20 @@ class WriteEngine:
 
     # -- the background writes -----------------------------------------------------------------
 
-    def _submit(self, cols, lengths, buffer, release=None):
+    def _running_crcs(self, cols) -> dict | None:
+        """The files' running CRC-32s once ``cols`` are appended (caller_crc), else None."""
+        if self._crcs is None:
+            return None
+        for name, arr in cols.items():
+            mv = memoryview(np.ascontiguousarray(arr)).cast("B")
+            self._crcs[name] = crc32(mv, self._crcs.get(name, 0))
+        return dict(self._crcs)
+
+    def _submit(self, cols, lengths, buffer, release=None, crcs=None):
         self._join()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastrl-write")
-        self._pending = (self._executor.submit(self._write, cols, lengths), buffer, release)
+        self._pending = (self._executor.submit(self._write, cols, lengths, crcs), buffer, release)
 
     def _join(self):
         """Wait for the write in flight; a failure discards the batch and is raised here."""
@@ -271,9 +290,10 @@ class WriteEngine:
                 and len(buffer[0]["dones"]) == self.stager.capacity:
             self._spare = buffer
 
-    def _write(self, cols, lengths):
+    def _write(self, cols, lengths, crcs=None):
         """Append whole episodes to the open folder, starting new shards at episode ends.
-        Runs on the background thread; errors surface through :meth:`_join`."""
+        Runs on the background thread; errors surface through :meth:`_join`. ``crcs``: the
+        files' running CRCs after ``cols`` (one folder only: never with shards)."""
         final_name = F.FINAL_OBS[0]
         row, i = 0, 0
         while i < len(lengths):
@@ -296,7 +316,7 @@ class WriteEngine:
                     j = i + 1  # one episode larger than a shard gets a shard of its own
             rows = int(sum(lengths[i:j]))
             part = {k: (v[i:j] if k == final_name else v[row:row + rows]) for k, v in cols.items()}
-            self._current.append(part, lengths[i:j])
+            self._current.append(part, lengths[i:j], crcs)
             row += rows
             i = j
 

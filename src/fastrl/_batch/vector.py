@@ -3,10 +3,10 @@
 Each environment's open episode lives in row ``i`` of 2-D/3-D buffers (env, step, ...), so one
 step of all N environments is one vectorized assignment per column, and an ended episode is the
 contiguous slice ``buffer[i, :T]``, handed to the writer like any ``add_episode`` call (no copy
-until the kernel packs it). The buffers hold at most ``MAX_PAGE`` steps per environment: a longer
-episode moves its full page out to a list of its own (a copy of just its rows), so memory stays
-N x ``MAX_PAGE`` x the bytes of one step plus the rows of the long episodes themselves, however
-long one episode runs.
+until the kernel packs it). The buffers hold ``MAX_PAGE`` steps per environment (allocated
+once, touched as steps arrive): a longer episode moves its full page out to a list of its own (a
+copy of just its rows), so memory stays N x ``MAX_PAGE`` x the bytes of one step plus the rows of
+the long episodes themselves, however long one episode runs.
 """
 
 from __future__ import annotations
@@ -56,14 +56,8 @@ class VectorEpisodes:
         return np.flatnonzero(self.lengths + np.array([len(p) for p in self.pages], np.int64))
 
     def _allocate(self, step: dict) -> None:
-        self.cap = 64
+        self.cap = MAX_PAGE  # np.empty: pages are touched only as steps arrive
         self.buf = {k: np.empty((self.n, self.cap) + v.shape[1:], v.dtype) for k, v in step.items()}
-
-    def _grow(self) -> None:
-        old, self.cap = self.buf, 2 * self.cap
-        self.buf = {k: np.empty((self.n, self.cap) + v.shape[2:], v.dtype) for k, v in old.items()}
-        for k, v in old.items():
-            self.buf[k][:, :v.shape[1]] = v
 
     def step_columns(self, obs, actions, rewards, mask, legal, values, logprobs) -> dict:
         """One step of every environment as checked arrays with a leading axis of n_envs."""
@@ -131,8 +125,6 @@ class VectorEpisodes:
             raise ValueError(f"add_steps: this step gives {sorted(step)}, earlier steps gave "
                              f"{sorted(self.buf)}; every step must give the same columns")
         if int(self.lengths.max()) >= self.cap:
-            if self.cap < MAX_PAGE:
-                self._grow()
             for i in np.flatnonzero(self.lengths >= self.cap):  # long episodes: page out
                 self.pages[i].append({k: v[i].copy() for k, v in self.buf.items()})
                 self.lengths[i] = 0
