@@ -531,6 +531,18 @@ def crc32_of(buf) -> int:
     return zlib.crc32(buf)
 
 
+def output_root(wl, name: str) -> Path:
+    """Where the writer benchmarks (BatchWriter and their tofile/savez baselines alike) write:
+    a folder on tmpfs (``/dev/shm``) when there is one, like the write-engine targets specify
+    (a disk-backed page cache that recycles just-freed pages flatters ``tofile``), else the
+    workload folder. ``FASTRL_BENCH_OUT`` chooses another root."""
+    root = os.environ.get("FASTRL_BENCH_OUT")
+    if root is None and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        root = "/dev/shm"
+    base = Path(root) / f"fastrl-bench-{os.getpid()}" if root else wl.workdir
+    return base / name
+
+
 def write_vector(root, steps, *, fsync: bool = False) -> Path:
     """BatchWriter.add_steps end to end over ``Workload.vector_steps``; return the batch path."""
     with fastrl.BatchWriter(root, n_actions=N_ACTIONS, mask_pad=MASK_PAD, fsync=fsync) as w:

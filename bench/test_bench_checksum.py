@@ -36,7 +36,7 @@ def test_crc32_copyto(bench, wl):
 
 @pytest.mark.parametrize("checksum", (True, False), ids=("crc-on", "crc-off"))
 def test_writer_checksum(bench, wl, checksum):
-    out = wl.workdir / "checksum-out"
+    out = B.output_root(wl, "checksum-out")
     eps = wl.raw_episodes
     bench(lambda: B.write_batch(out, eps, checksum=checksum), group="checksum",
           key=f"checksum:writer_{'on' if checksum else 'off'}", items=wl.n, unit="transitions",

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.bench
 
 @pytest.fixture
 def out_dir(wl):
-    d = wl.workdir / "writer-out"
+    d = B.output_root(wl, "writer-out")
     shutil.rmtree(d, ignore_errors=True)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(d.parent if d.parent != wl.workdir else d, ignore_errors=True)
 
 
 def _clean(d):
