@@ -155,6 +155,19 @@ class Workload:
         return out
 
     @functools.cached_property
+    def raw_episodes_dense(self) -> list[dict]:
+        """Same episodes with dense masks: (T, N_ACTIONS) uint8 0/1."""
+        out = []
+        for ep in self.raw_episodes:
+            ids, off = ep["legal"]
+            T = len(ep["actions"])
+            mask = np.zeros((T, N_ACTIONS), np.uint8)
+            mask[np.repeat(np.arange(T), np.diff(off)), ids] = 1
+            out.append({"obs": ep["obs"], "actions": ep["actions"], "rewards": ep["rewards"],
+                        "mask": mask})
+        return out
+
+    @functools.cached_property
     def vector_steps(self) -> list[tuple]:
         """The workload's episodes dealt in turn to ``VECTOR_ENVS`` environments and replayed
         one step of all of them at a time, as a PPO harness calls ``add_steps``: a list of

@@ -54,6 +54,14 @@ def test_writer_crc_no_fsync(bench, wl, out_dir):
           teardown=_clean(out_dir), slow=True)
 
 
+def test_writer_dense_masks(bench, wl, out_dir):
+    """As writer:crc_nofsync, with dense masks instead of legal-id arrays."""
+    eps = wl.raw_episodes_dense
+    bench(lambda: B.write_batch(out_dir, eps, fsync=False, checksum=True), group="writer",
+          key="writer:dense_crc_nofsync", items=wl.n, unit="transitions",
+          nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+
+
 def test_writer_add_steps(bench, wl, out_dir):
     """add_steps of 64 vector environments (one call per step of all of them), fsync off."""
     steps = wl.vector_steps
