@@ -65,3 +65,17 @@ def test_dataset_column_across_shards(tmp_path):
     assert ds.column("final_obs").shape == (9, 2)
     with pytest.raises(KeyError, match="no column 'values'"):
         ds.column("values")
+
+
+def test_final_obs_travels_to_npz_and_decompress(tmp_path):
+    import fastrl
+    rng = np.random.default_rng(2)
+    finals = rng.standard_normal((4, 3))
+    with fastrl.BatchWriter(tmp_path / "r", n_actions=2, fsync=False, compression="gzip") as w:
+        for fin in finals:
+            w.add_episode(obs=rng.standard_normal((3, 3)), actions=[0, 1, 0], rewards=[0.0] * 3,
+                          final_obs=fin)
+    z = np.load(fastrl.to_npz(w.path, tmp_path / "b.npz"))
+    np.testing.assert_array_equal(z["final_obs"], finals.astype(np.float32))
+    plain = fastrl.decompress(w.path, tmp_path / "plain")
+    np.testing.assert_array_equal(fastrl.load_batch(plain).final_obs, finals.astype(np.float32))

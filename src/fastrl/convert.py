@@ -55,8 +55,8 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
            progress: bool | None = None) -> Path:
     """Write the batch at ``path`` as one ``.npz`` file: keys ``obs``, ``actions``, ``rewards``,
     ``masks``, ``dones`` (the origin document's), the optional columns present (``values``,
-    ``logprobs``, ``truncated``), ``episode_starts`` (int64, episodes + 1) and ``meta`` (the
-    meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
+    ``logprobs``, ``truncated``, ``final_obs``: episodes x obsDim), ``episode_starts`` (int64,
+    episodes + 1) and ``meta`` (the meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
     ``json.loads(str(z["meta"]))``). Written to a temporary file beside ``out``
     (``.fastrl-tmp-npz-<ms>-<pid>-<hex>.npz``), then renamed; the temporary files of earlier
     runs that were killed (their process is gone) are removed first. ``progress``: a bar of the
@@ -67,6 +67,8 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
         out = out.with_name(out.name + ".npz")  # np.savez would append it anyway
     names = sorted(set.intersection(*(set(b.columns) for b in ds.parts))) if ds.parts else []
     arrays = {n: np.concatenate([np.asarray(b.columns[n]) for b in ds.parts]) for n in names}
+    if ds.parts and all(b.final_obs is not None for b in ds.parts):
+        arrays["final_obs"] = np.concatenate([np.asarray(b.final_obs) for b in ds.parts])
     arrays["episode_starts"] = np.concatenate(
         [[0]] + [np.asarray(b.episode_starts[1:]) + ds.row_starts[k]
                  for k, b in enumerate(ds.parts)]).astype(np.int64)
