@@ -56,8 +56,8 @@ def to_npz(path: str | os.PathLike, out: str | os.PathLike, *, compressed: bool 
     """Write the batch at ``path`` as one ``.npz`` file: keys ``obs``, ``actions``, ``rewards``,
     ``masks``, ``dones`` (the origin document's), the optional columns present (``values``,
     ``logprobs``, ``truncated``, ``final_obs``: episodes x obsDim), ``episode_starts`` (int64,
-    episodes + 1) and ``meta`` (the meta.json text as a 0-d unicode array, so ``np.load`` needs no pickle:
-    ``json.loads(str(z["meta"]))``). Written to a temporary file beside ``out``
+    episodes + 1) and ``meta`` (the meta.json text as a 0-d unicode array, so ``np.load`` needs
+    no pickle: ``json.loads(str(z["meta"]))``). Written to a temporary file beside ``out``
     (``.fastrl-tmp-npz-<ms>-<pid>-<hex>.npz``), then renamed; the temporary files of earlier
     runs that were killed (their process is gone) are removed first. ``progress``: a bar of the
     bytes written on stderr (default: when stderr is a terminal). Returns ``out``."""
