@@ -328,3 +328,39 @@ def test_rejected_first_episode_decides_nothing(tmp_path):
     w.add_episode(obs=[[0.0, 1.0, 2.0]], actions=[1], rewards=[1.0], mask=[[1, 1]])
     b = fastrl.load_batch(w.close())
     assert (b.obs_dim, b.n_actions, b.values) == (3, 2, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_another_thread_holds_the_writer(tmp_path, rng):
+    """A child forked while another thread is inside a writer call must not hang on the
+    writer's lock when it leaves the with block or closes."""
+    eps = _episodes(rng, 3)
+    w = fastrl.BatchWriter(tmp_path, n_actions=N_ACTIONS, fsync=False)
+    w.add_episode(**eps[0])
+    w._lock.acquire()  # stands for a harness thread in the middle of add_episode
+    try:
+        pid = os.fork()
+        if pid == 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                w.close()
+                w.abort()
+                w.__exit__(None, None, None)
+            os._exit(0)
+    finally:
+        w._lock.release()
+    deadline = 20
+    import time
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the writer's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
+    w.add_episode(**eps[1])
+    assert fastrl.load_batch(w.close()).num_episodes == 2

@@ -170,6 +170,7 @@ class BatchWriter:
         optional (T,) numbers; truncated: True when a time limit, not the game, ended the
         episode; final_obs: optional (obsDim,) numbers, the observation after the last step.
         """
+        self._check_owner()
         with self._lock:
             self._check_open()
             if self._open_steps.get(threading.get_ident()):
@@ -183,6 +184,7 @@ class BatchWriter:
                  logprob=None, state=None) -> None:
         """Add one step of the current episode of the calling thread (for harnesses that play
         live). Kept in memory until :meth:`end_episode`, which checks and packs the episode."""
+        self._check_owner()
         with self._lock:
             self._check_open()
             if action is None or reward is None:
@@ -194,6 +196,7 @@ class BatchWriter:
         """Close the calling thread's episode built by :meth:`add_step`; ``truncated`` and
         ``final_obs`` as in :meth:`add_episode`. The steps are dropped whether or not the
         episode is accepted."""
+        self._check_owner()
         with self._lock:
             self._check_open()
             steps = self._open_steps.pop(threading.get_ident(), [])
@@ -234,6 +237,7 @@ class BatchWriter:
         dropped with ``partial="drop"``. An environment's bad episode (NaN, illegal action, ...)
         raises EpisodeError naming it once the other ended episodes are stored; it is dropped.
         """
+        self._check_owner()
         with self._lock:
             self._check_open()
             n = len(actions) if hasattr(actions, "__len__") else -1
@@ -265,11 +269,11 @@ class BatchWriter:
         """Flush, write meta.json, commit atomically; return the batch path (None if no episode
         was added: nothing is written then). Idempotent. In a forked child: warns, returns None
         and leaves the parent's batch alone."""
+        if not self._owned():  # before the lock: another thread may have held it at fork time
+            if self.engine is not None:
+                return self.engine.close()  # warns, does nothing
+            return None
         with self._lock:
-            if not self._owned():
-                if self.engine is not None:
-                    return self.engine.close()  # warns, does nothing
-                return None
             if self._closed:
                 return self._path
             if any(self._open_steps.values()):
@@ -290,8 +294,10 @@ class BatchWriter:
     def abort(self) -> None:
         """Discard everything written; no batch folder is created. Does nothing in a forked
         child."""
+        if not self._owned():  # before the lock: another thread may have held it at fork time
+            return
         with self._lock:
-            if not self._owned() or self._closed:
+            if self._closed:
                 return
             self._closed = True
             self._open_steps.clear()
@@ -325,12 +331,14 @@ class BatchWriter:
     def _owned(self) -> bool:
         return os.getpid() == self._owner_pid
 
-    def _check_open(self):
+    def _check_owner(self):
         if not self._owned():
             raise NotOwnerError(
                 f"this BatchWriter belongs to process {self._owner_pid}; a forked child "
                 f"(process {os.getpid()}) cannot add to, commit or discard its batch. "
                 "Create a new BatchWriter in the child.")
+
+    def _check_open(self):
         if self._closed:
             raise RuntimeError("BatchWriter is closed")
 
