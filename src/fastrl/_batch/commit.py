@@ -70,22 +70,34 @@ def _rmtree_at(dfd: int, name: str, depth: int = 0) -> None:
     try:
         if depth >= _MAX_CLEAN_DEPTH:
             return
-        with os.scandir(fd) as it:
-            entries = list(it)
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                _rmtree_at(fd, e.name, depth + 1)
-            else:
-                try:
-                    os.unlink(e.name, dir_fd=fd)
-                except OSError:
-                    pass
+        _clear_at(fd, depth + 1)
     finally:
         os.close(fd)
     try:
         os.rmdir(name, dir_fd=dfd)
     except OSError:
         pass
+
+
+def _clear_at(dfd: int, child_depth: int, keep: str | None = None) -> None:
+    """Remove every entry of the folder open as ``dfd`` but ``keep`` (links unlinked, never
+    followed; sub-folders through :func:`_rmtree_at` at ``child_depth``). Best effort: an entry
+    that cannot be listed or removed stays."""
+    try:
+        with os.scandir(dfd) as it:
+            entries = list(it)
+    except OSError:
+        entries = []
+    for e in entries:
+        if e.name == keep:
+            continue
+        if e.is_dir(follow_symlinks=False):
+            _rmtree_at(dfd, e.name, child_depth)
+        else:
+            try:
+                os.unlink(e.name, dir_fd=dfd)
+            except OSError:
+                pass
 
 
 def _remove_owner_last(folder: Path) -> None:
@@ -98,21 +110,7 @@ def _remove_owner_last(folder: Path) -> None:
     except OSError:
         return  # gone, or a link / not a folder: never followed, never removed
     try:
-        try:
-            with os.scandir(dfd) as it:
-                entries = list(it)
-        except OSError:
-            entries = []
-        for e in entries:
-            if e.name == F.OWNER_FILE:
-                continue
-            if e.is_dir(follow_symlinks=False):
-                _rmtree_at(dfd, e.name)
-            else:
-                try:
-                    os.unlink(e.name, dir_fd=dfd)
-                except OSError:
-                    pass
+        _clear_at(dfd, 0, keep=F.OWNER_FILE)
         try:
             os.unlink(F.OWNER_FILE, dir_fd=dfd)
         except OSError:

@@ -711,32 +711,11 @@ cdef object _finish(Gather *g, object arr, Py_ssize_t nrows):
     return out, None
 
 
-def gather_nested(list values, tuple shape, bint floats):
-    """Plain nested lists of exact ``shape`` -> ``(len(values), cells)`` array, or ``None``.
-
-    Leaves must be Python ints (and, with ``floats``, floats); the values are those ``np.array``
-    would give (float64 only when some leaf is a float).
-    """
+cdef object _gather_list(int mode, tuple shape, list values):
+    """Every value of ``values`` through one Gather: ``_finish``'s result (None: declined)."""
     cdef Py_ssize_t nrows = len(values), i
     cdef Gather g
-    arr = _start(&g, G_FLOATS if floats else G_INTS, shape, nrows)
-    try:
-        for i in range(nrows):
-            if not g.active or i >= len(values):
-                g.active = False
-                break
-            g.active = _take(&g, values[i], i)
-        got = _finish(&g, arr, nrows)
-    finally:
-        free(g.i64)
-    return None if got is None else got[0]
-
-
-def gather_ragged(list values):
-    """A list of plain lists of Python ints -> ``(ids int64, offsets int64)``, or ``None``."""
-    cdef Py_ssize_t nrows = len(values), i
-    cdef Gather g
-    arr = _start(&g, G_RAGGED, (), nrows)
+    arr = _start(&g, mode, shape, nrows)
     try:
         for i in range(nrows):
             if not g.active or i >= len(values):
@@ -746,6 +725,21 @@ def gather_ragged(list values):
         return _finish(&g, arr, nrows)
     finally:
         free(g.i64)
+
+
+def gather_nested(list values, tuple shape, bint floats):
+    """Plain nested lists of exact ``shape`` -> ``(len(values), cells)`` array, or ``None``.
+
+    Leaves must be Python ints (and, with ``floats``, floats); the values are those ``np.array``
+    would give (float64 only when some leaf is a float).
+    """
+    got = _gather_list(G_FLOATS if floats else G_INTS, shape, values)
+    return None if got is None else got[0]
+
+
+def gather_ragged(list values):
+    """A list of plain lists of Python ints -> ``(ids int64, offsets int64)``, or ``None``."""
+    return _gather_list(G_RAGGED, (), values)
 
 
 def gather_states(list states, list specs):
