@@ -28,7 +28,7 @@ from ._progress import progress_bar
 from .game import N_ACTIONS, N_COLS, N_ROWS, RefGame, game_spec
 
 __all__ = ["POLICIES", "episode_seed", "play_episode", "play_columns", "write_episodes",
-           "play_direct", "register", "run"]
+           "play_direct"]
 
 POLICIES = ("random", "greedy")
 FORMATS = ("jsonl", "json")

@@ -27,7 +27,7 @@ from . import __version__
 from . import _format as F
 from ._batch.meta import read_meta
 from .dataset import open_dataset
-from .errors import BatchFormatError, FastrlError
+from .errors import FastrlError
 from .reader import Batch, load_batch
 
 __all__ = ["batch_figures", "format_figures", "render_html", "write_report",

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from . import _format as F
-from ._batch.commit import TempFolder, clean_stale, fsync_dir, now_ms, stale_temp_folders
+from ._batch.commit import TempFolder, clean_stale, now_ms, stale_temp_folders
 from ._batch.safeio import SafeFile, kind_of, name_problem
 from ._progress import progress_bar
 from .errors import BatchFormatError
@@ -325,12 +325,12 @@ def _put(fs, lpaths: list[str], rpaths: list[str], progress: bool | None = False
     if len(lpaths) == 1:
         fs.put_file(lpaths[0], rpaths[0])
         return
-    with _file_bar(len(lpaths), desc, progress) as callback:
+    with _FileBar(len(lpaths), desc, progress) as callback:
         fs.put(lpaths, rpaths, **callback)
 
 
-class _file_bar:
-    """A progress bar over the files of one fsspec put/get call: ``with _file_bar(n, desc,
+class _FileBar:
+    """A progress bar over the files of one fsspec put/get call: ``with _FileBar(n, desc,
     progress) as kw: fs.get(..., **kw)`` (kw is empty when the bar is off)."""
 
     def __init__(self, files: int, desc: str, progress: bool | None):
@@ -455,7 +455,7 @@ def fetch_batch(url, cache_dir=None, fs_options: dict | None = None, *,
             if len(rels) == 1:
                 fs.get_file(f"{rpath}/{rels[0]}", str(dst / rels[0]))
             else:
-                with _file_bar(len(rels), f"fetch {name}", progress) as callback:
+                with _FileBar(len(rels), f"fetch {name}", progress) as callback:
                     fs.get([f"{rpath}/{r}" for r in rels], [str(dst / r) for r in rels],
                            **callback)
         with open(dst / F.META_FILE, "xb") as f:

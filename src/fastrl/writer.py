@@ -10,7 +10,6 @@ a crash or an exception never leaves a complete-looking batch.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import warnings
@@ -21,7 +20,7 @@ import numpy as np
 from . import _format as F
 from ._batch.columnset import iso_utc_now
 from ._batch.commit import clean_stale
-from ._batch.engine import NotOwnerError, WriteEngine, base_meta, codec_map
+from ._batch.engine import NotOwnerError, WriteEngine, base_meta, check_owner, codec_map
 from ._batch.meta import user_meta_problem
 from ._batch.stager import Layout
 from ._batch.vector import VectorEpisodes
@@ -332,11 +331,7 @@ class BatchWriter:
         return os.getpid() == self._owner_pid
 
     def _check_owner(self):
-        if not self._owned():
-            raise NotOwnerError(
-                f"this BatchWriter belongs to process {self._owner_pid}; a forked child "
-                f"(process {os.getpid()}) cannot add to, commit or discard its batch. "
-                "Create a new BatchWriter in the child.")
+        check_owner(self._owner_pid)
 
     def _check_open(self):
         if self._closed:
@@ -440,9 +435,4 @@ class BatchWriter:
 
 def _final_row(final_obs, i):
     """Row ``i`` of add_steps' ``final_obs`` (None when not given for that environment)."""
-    if final_obs is None:
-        return None
-    row = final_obs[i]
-    if row is None:
-        return None
-    return row
+    return None if final_obs is None else final_obs[i]

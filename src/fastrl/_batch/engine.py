@@ -34,7 +34,7 @@ from .commit import TempFolder
 from .meta import SHARD_PREFIX, build_manifest
 from .stager import Layout, Stager
 
-__all__ = ["WriteEngine", "NotOwnerError", "codec_map", "base_meta"]
+__all__ = ["WriteEngine", "NotOwnerError", "check_owner", "codec_map", "base_meta"]
 
 SCRATCH_DIR = ".scratch"  # inside the temporary folder; removed before the commit
 
@@ -76,6 +76,15 @@ def base_meta(spec=None, user=None) -> dict:
 
 class NotOwnerError(RuntimeError):
     """A writer used from a process other than the one that created it (a forked child)."""
+
+
+def check_owner(owner_pid: int) -> None:
+    """NotOwnerError unless this process is ``owner_pid`` (the one that created the writer)."""
+    if os.getpid() != owner_pid:
+        raise NotOwnerError(
+            f"this BatchWriter belongs to process {owner_pid}; a forked child (process "
+            f"{os.getpid()}) cannot add to, commit or discard its batch. Create a new "
+            "BatchWriter in the child.")
 
 
 class WriteEngine:
@@ -131,11 +140,7 @@ class WriteEngine:
         return os.getpid() == self.owner_pid
 
     def check_owner(self) -> None:
-        if not self.owned:
-            raise NotOwnerError(
-                f"this BatchWriter belongs to process {self.owner_pid}; a forked child "
-                f"(process {os.getpid()}) cannot add to, commit or discard its batch. "
-                "Create a new BatchWriter in the child.")
+        check_owner(self.owner_pid)
 
     # -- adding rows ---------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ import itertools
 
 import numpy as np
 
-from .. import _format as F
 from .._kernels import codes as C
 from ..errors import EpisodeError
 

@@ -17,7 +17,7 @@ from .._batch.commit import TempFolder, clean_stale
 from .._batch.engine import WriteEngine, base_meta, codec_map
 from .._batch.meta import SHARD_PREFIX, build_manifest, manifest_shards, read_meta
 from ..errors import BatchFormatError, EpisodeError, FastrlError
-from ..export import MAX_SKIPPED_IN_META, export_meta
+from ..export import export_meta
 from ..export.parse import LineCounter
 from ..export.plan import plan_export
 from ..export.tasks import Options, run_task, worker_tools

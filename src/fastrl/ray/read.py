@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from .. import _format as F
 from .. import storage as _storage
 from .._batch.meta import (MAX_META_BYTES, manifest_shards, meta_columns, meta_problems,
                            parse_meta, read_meta, shard_record_problem)
-from ..errors import BatchFormatError, EpisodeError, FastrlError
+from ..errors import BatchFormatError
 from ..reader import load_batch
 
 __all__ = ["read_dataset", "plan_parts", "FastrlDatasource", "PartInfo"]
