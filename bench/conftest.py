@@ -9,6 +9,7 @@ prints them (or ``python bench/ratios.py``: one table of throughputs and ratios)
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import pytest
@@ -55,13 +56,21 @@ class Bench:
 
     def __call__(self, fn, *, group: str, key: str, items: int, unit: str, nbytes: int = 0,
                  backend: str | None = None, setup=None, teardown=None, rounds: int | None = None,
-                 iterations: int = 1, slow: bool = False):
+                 iterations: int = 1, slow: bool = False, paired=None):
         """Time ``fn()`` (under ``backend`` when given). ``items``/``unit``: work per call
-        (transitions, states, ...); ``nbytes``: bytes produced or consumed per call."""
+        (transitions, states, ...); ``nbytes``: bytes produced or consumed per call.
+
+        ``paired=(label, baseline_fn, baseline_teardown, baseline_items)``: time
+        ``baseline_fn()`` (the baseline doing ``baseline_items`` of the same work) before every
+        round of ``fn``, alternating with it, and store its min and median in
+        ``extra_info["paired"]``; ``ratios.py`` compares the throughputs (base ``@paired``). A machine whose speed drifts between benchmarks (a shared VM) moves both
+        sides alike then, where separate benchmarks minutes apart can differ by 20%."""
         b = self._b
         b.group = group
         b.extra_info.update(key=key, items=int(items), unit=unit, bytes=int(nbytes),
                             mode=self.sizes.mode, backend=backend or _backend.BACKEND)
+        if paired is not None:
+            setup = self._paired_setup(b, paired, setup)
         target = fn
         if backend is not None:
             def target():
@@ -87,6 +96,26 @@ class Bench:
                 rounds = max(rounds, min(sz.max_rounds, int(sz.budget / max(dt, 1e-9))))
         return b.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
                           warmup_rounds=warmup, iterations=iterations)
+
+
+    @staticmethod
+    def _paired_setup(b, paired, setup):
+        label, base_fn, base_teardown, base_items = paired
+        times = []
+
+        def paired_setup():
+            if setup:
+                setup()
+            t0 = time.perf_counter()
+            base_fn()
+            times.append(time.perf_counter() - t0)
+            if base_teardown:
+                base_teardown()
+            kept = times[1:] or times  # the first run is the warm-up's partner
+            b.extra_info["paired"] = {"label": label, "items": int(base_items),
+                                      "rounds": len(kept), "min": min(kept),
+                                      "median": statistics.median(kept)}
+        return paired_setup
 
 
 @pytest.fixture

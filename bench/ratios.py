@@ -93,7 +93,8 @@ ROWS = {
 # key -> comparisons (baseline key, kind, target). kind "speed": throughput ratio key/baseline
 # (higher is better); "time": time-per-item ratio (lower is better). target: (op, value) or None.
 # Special baselines: "@rate" compares the throughput itself (items/s) with the target,
-# "@time" the time per call (seconds).
+# "@time" the time per call (seconds), "@paired" the baseline timed in alternation with the
+# benchmark itself (``bench(..., paired=...)``): ratio = baseline time / benchmark time.
 COMPARE = {
     "pack:cython:legal": [("pack:copyto", "speed", (">=", 0.6)),
                           ("pack:npbest:legal", "speed", (">=", 6.0)),
@@ -112,12 +113,15 @@ COMPARE = {
                             ("encode:numpy:dicts", "speed", None),
                             ("encode:gym_flatten", "speed", None)],
     "encode:numpy:columns": [("encode:gym_flatten", "speed", None)],
-    "writer:crc_nofsync": [("writer:tofile", "speed", (">=", 0.9))],
-    "writer:dense_crc_nofsync": [("writer:tofile", "speed", (">=", 0.9))],
-    "writer:add_steps64": [("writer:tofile", "speed", (">=", 0.8))],
+    "writer:crc_nofsync": [("@paired", "speed", (">=", 0.9)),
+                           ("writer:tofile", "speed", None)],
+    "writer:dense_crc_nofsync": [("@paired", "speed", (">=", 0.9)),
+                                 ("writer:tofile", "speed", None)],
+    "writer:add_steps64": [("@paired", "speed", (">=", 0.8)),
+                           ("writer:tofile", "speed", None)],
     "writer:short_episodes": [("@time", "time", None)],
-    "writer:cython:arrays": [("writer:tofile_fsync", "speed", (">=", 0.9)),
-                             ("writer:tofile", "speed", None)],
+    "writer:cython:arrays": [("@paired", "speed", (">=", 0.9)),
+                             ("writer:tofile_fsync", "speed", None)],
     "writer:numpy:arrays": [("writer:tofile_fsync", "speed", None)],
     "writer:nofsync": [("writer:tofile", "speed", (">=", 0.8))],
     "writer:lists": [("writer:tofile_fsync", "speed", None)],
@@ -218,6 +222,13 @@ def build_table(results: dict, stat: str = "min") -> tuple[list[list[str]], list
                 elif base == "@time":
                     got, vs = med / ex["items"], "absolute"
                     shown = _fmt_time(got)
+                elif base == "@paired":
+                    pair = ex.get("paired")
+                    if not pair:
+                        continue
+                    got = (ex["items"] / med) / (pair["items"] / pair[stat])
+                    vs = f"{pair['label']} (alternating rounds)"
+                    shown = f"{got:.3g}x"
                 else:
                     ob = results.get(base)
                     if ob is None:
@@ -232,7 +243,7 @@ def build_table(results: dict, stat: str = "min") -> tuple[list[list[str]], list
                 tgt = met = ""
                 if target is not None:
                     op, want = target
-                    special = base if base.startswith("@") else None
+                    special = base if base in ("@rate", "@time") else None
                     tgt = _fmt_target(op, want, special)
                     ok = _ok(op, got, want)
                     met = "yes" if ok else "NO"

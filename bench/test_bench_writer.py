@@ -1,7 +1,9 @@
 """Group ``writer``: BatchWriter end to end (episodes in RAM -> committed batch folder: checks,
 packing, CRC32, files, fsync, meta.json, atomic rename) beside raw ``ndarray.tofile`` of the five
 packed columns (with and without fsync), ``np.savez``, ``np.savez_compressed`` (a subset: it is
-slow; throughput is per transition) and h5py when installed."""
+slow; throughput is per transition) and h5py when installed. The rows with a speed target also
+time ``tofile`` in alternation with their own rounds (``bench(paired=...)``): on a shared VM
+whose speed drifts by 20% within minutes, that pair is the ratio to trust."""
 
 import shutil
 
@@ -25,13 +27,21 @@ def _clean(d):
     return lambda: shutil.rmtree(d, ignore_errors=True)
 
 
+def _tofile_pair(wl, out_dir, *, fsync: bool):
+    """``tofile`` of the same five columns into a fresh folder beside ``out_dir``, timed in
+    alternation with the writer (``bench(paired=...)``)."""
+    cols, d = wl.packed, out_dir.with_name(out_dir.name + "-tofile")
+    label = "`tofile` + fsync" if fsync else "`tofile`"
+    return (label, lambda: B.tofile_columns(d, cols, fsync=fsync), _clean(d), wl.n)
+
+
 @pytest.mark.parametrize("backend", B.backends())
 def test_writer(bench, wl, out_dir, backend):
     """Legal ids given as (ids, offsets) arrays per episode."""
     eps = wl.raw_episodes
     bench(lambda: B.write_batch(out_dir, eps), group="writer", key=f"writer:{backend}:arrays",
           items=wl.n, unit="transitions", nbytes=wl.n * B.ROW_BYTES, backend=backend,
-          teardown=_clean(out_dir), slow=True)
+          teardown=_clean(out_dir), slow=True, paired=_tofile_pair(wl, out_dir, fsync=True))
 
 
 def test_writer_no_fsync(bench, wl, out_dir):
@@ -51,7 +61,7 @@ def test_writer_crc_no_fsync(bench, wl, out_dir):
     eps = wl.raw_episodes
     bench(lambda: B.write_batch(out_dir, eps, fsync=False, checksum=True), group="writer",
           key="writer:crc_nofsync", items=wl.n, unit="transitions", nbytes=wl.n * B.ROW_BYTES,
-          teardown=_clean(out_dir), slow=True)
+          teardown=_clean(out_dir), slow=True, paired=_tofile_pair(wl, out_dir, fsync=False))
 
 
 def test_writer_dense_masks(bench, wl, out_dir):
@@ -59,7 +69,8 @@ def test_writer_dense_masks(bench, wl, out_dir):
     eps = wl.raw_episodes_dense
     bench(lambda: B.write_batch(out_dir, eps, fsync=False, checksum=True), group="writer",
           key="writer:dense_crc_nofsync", items=wl.n, unit="transitions",
-          nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True)
+          nbytes=wl.n * B.ROW_BYTES, teardown=_clean(out_dir), slow=True,
+          paired=_tofile_pair(wl, out_dir, fsync=False))
 
 
 def test_writer_add_steps(bench, wl, out_dir):
@@ -68,7 +79,7 @@ def test_writer_add_steps(bench, wl, out_dir):
     items = len(steps) * B.VECTOR_ENVS
     bench(lambda: B.write_vector(out_dir, steps), group="writer", key="writer:add_steps64",
           items=items, unit="transitions", nbytes=items * B.ROW_BYTES, teardown=_clean(out_dir),
-          slow=True)
+          slow=True, paired=_tofile_pair(wl, out_dir, fsync=False))
 
 
 def test_writer_short_episodes(bench, wl, out_dir):

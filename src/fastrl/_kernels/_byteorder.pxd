@@ -42,15 +42,17 @@ cdef extern from *:
     #else
     #define FASTRL_HAVE_STREAM 0
     #endif
-    /* Copy n floats. Output buffers are much larger than the caches and are read back only by
-       the file write, so long rows use non-temporal (streaming) stores where SSE2 is there: they
-       skip the read-for-ownership of each output line, as large memcpy/np.copyto do. */
-    static inline void fastrl_copy_f32_le(float *dst, const float *src, int64_t n) {
+    /* Copy n floats. With `stream` (an output much larger than the caches, read back only by
+       a file write) long rows use non-temporal (streaming) stores where SSE2 is there: they skip
+       the read-for-ownership of each output line, as large memcpy/np.copyto do. Without it
+       (a staging buffer that a CRC and a file write read back at once) plain stores keep the
+       rows in cache for them. */
+    static inline void fastrl_copy_f32_le(float *dst, const float *src, int64_t n, int stream) {
     #if FASTRL_HOST_BIG_ENDIAN
         for (int64_t j = 0; j < n; j++) fastrl_store_f32_le(dst + j, src[j]);
     #elif FASTRL_HAVE_STREAM
         int64_t j = 0;
-        if (n >= 64) {
+        if (stream && n >= 64) {
             while (((uintptr_t)(dst + j) & 15) && j < n) { dst[j] = src[j]; j++; }
             for (; j + 16 <= n; j += 16) {
                 __m128i a = _mm_loadu_si128((const __m128i *)(src + j));
@@ -75,10 +77,10 @@ cdef extern from *:
     #endif
     }
     static inline void fastrl_convert_f64_f32_le(float *restrict dst, const double *restrict src,
-                                                 int64_t n) {
+                                                 int64_t n, int stream) {
         int64_t j = 0;
     #if FASTRL_HAVE_STREAM
-        if (n >= 64) {
+        if (stream && n >= 64) {
             while (((uintptr_t)(dst + j) & 15) && j < n) { dst[j] = (float)src[j]; j++; }
             for (; j + 4 <= n; j += 4) {
                 __m128 lo = _mm_cvtpd_ps(_mm_loadu_pd(src + j));      /* round to nearest, */
@@ -98,6 +100,7 @@ cdef extern from *:
     int HOST_BIG_ENDIAN "FASTRL_HOST_BIG_ENDIAN"
     void store_fence "fastrl_store_fence"() noexcept nogil
     bint any_nonfinite_f32 "fastrl_any_nonfinite_f32"(const float *p, int64_t n) noexcept nogil
-    void copy_f32_le "fastrl_copy_f32_le"(float *dst, const float *src, int64_t n) noexcept nogil
+    void copy_f32_le "fastrl_copy_f32_le"(float *dst, const float *src, int64_t n,
+                                          int stream) noexcept nogil
     void convert_f64_f32_le "fastrl_convert_f64_f32_le"(float *dst, const double *src,
-                                                        int64_t n) noexcept nogil
+                                                        int64_t n, int stream) noexcept nogil

@@ -65,6 +65,7 @@ cdef struct Out:
     int64_t obs_dim
     int64_t mask_dim
     int64_t n_actions
+    int stream  # streaming stores for obs rows (see _STREAM_MIN_BYTES)
 
 
 cdef inline bint _nonfinite(float v) noexcept nogil:
@@ -108,9 +109,9 @@ cdef int _pack_one(const intptr_t *p, int64_t T, int64_t row0, int obs_f64, int6
         if p[P_OBS] != 0:
             orow = o.obs + r * D
             if obs_f64:
-                convert_f64_f32_le(orow, obs64 + t * D, D)
+                convert_f64_f32_le(orow, obs64 + t * D, D, o.stream)
             else:
-                copy_f32_le(orow, obs32 + t * D, D)
+                copy_f32_le(orow, obs32 + t * D, D, o.stream)
             if _row_bad(obs32, obs64, obs_f64, t, D):
                 for j in range(D):
                     v = <float> obs64[t * D + j] if obs_f64 else obs32[t * D + j]
@@ -181,6 +182,11 @@ cdef intptr_t _addr(object arr):
         return 0
     return <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> arr)
 
+
+# Obs outputs from this size up get streaming stores: far larger than the caches, they would only
+# evict what is in them. Smaller ones (the writer's 8 MiB staging buffers, which its CRC and file
+# write read back at once) get plain stores and stay in cache for those readers.
+cdef Py_ssize_t _STREAM_MIN_BYTES = 32 << 20
 
 cdef int _DT_F32 = cnp.NPY_FLOAT32
 cdef int _DT_F64 = cnp.NPY_FLOAT64
@@ -321,6 +327,7 @@ def pack_episodes(object episodes, object obs, object actions, object rewards, o
     o.obs_dim = obs.shape[1]
     o.mask_dim = masks.shape[1]
     o.n_actions = n_actions
+    o.stream = 1 if obs.nbytes >= _STREAM_MIN_BYTES else 0
     if nth <= 1 or n <= 1:
         with nogil:
             for e in range(n):
