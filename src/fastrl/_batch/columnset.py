@@ -18,7 +18,8 @@ import numpy as np
 from .. import _format as F
 from .. import _kernels
 from .._version import __version__
-from .checksum import crc32, format_crc
+from .checksum import crc32, crc32_combine, format_crc
+from .chunkfile import SpilledChunk, copy_range
 from .codecs import compress_column
 from .stager import Layout
 
@@ -54,6 +55,14 @@ class _ColumnFile:
                 self.crc, self.crc_after = self.crc_after, None
             else:
                 self.crc = crc32(mv, self.crc)
+
+    def append_from(self, src_fd: int, offset: int, nbytes: int, crc: int) -> None:
+        """Append ``nbytes`` of the open file ``src_fd`` from ``offset``, whose CRC-32 is
+        ``crc`` (copied by the kernel; the running CRC is combined, not recomputed)."""
+        self.f.flush()  # what is buffered goes first; the copy moves the file's position
+        copy_range(src_fd, self.f.fileno(), offset, nbytes)
+        if self.crc is not None:
+            self.crc = crc32_combine(self.crc, crc, nbytes)
 
     def close(self) -> None:
         if not self.f.closed:
@@ -114,6 +123,35 @@ class ColumnSet:
             if crcs is not None:
                 f.crc_after = crcs[name]
             f.write(cols[name][:len(lengths) if name == F.FINAL_OBS[0] else rows])
+        self._add_stats(cols, lengths, rows)
+
+    def append_file(self, chunk: SpilledChunk, lengths) -> None:
+        """Append the rows of whole episodes that another process packed into ``chunk`` (every
+        column of this folder, exactly ``sum(lengths)`` rows): copied file to file by the
+        kernel, with the CRC-32s the packer recorded."""
+        rows = int(sum(lengths))
+        lay = self.layout
+        fd = os.open(chunk.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            for name, f in self.files.items():
+                offset, nbytes, crc = chunk.column(name)
+                if name == F.FINAL_OBS[0]:  # one row per episode
+                    want = len(lengths) * lay.obs_dim * F.FINAL_OBS[2].itemsize
+                else:
+                    _, dtype, width = F.ALL_COLUMNS[name]
+                    wide = {"obsDim": lay.obs_dim, "maskDim": lay.mask_dim}.get(width, 1)
+                    want = rows * wide * np.dtype(dtype).itemsize
+                if nbytes != want:
+                    raise ValueError(f"chunk {chunk.path}: column {name!r} holds {nbytes} "
+                                     f"bytes, {want} expected for {rows} rows")
+                f.append_from(fd, offset, nbytes, crc)
+            stats_cols = {k: chunk.read(fd, k) for k in ("rewards", "truncated", "actions")}
+        finally:
+            os.close(fd)
+        self._add_stats(stats_cols, lengths, rows)
+
+    def _add_stats(self, cols: dict, lengths, rows: int) -> None:
+        """Per-episode returns, truncated count and the action histogram of appended rows."""
         starts = np.zeros(len(lengths), np.int64)
         np.cumsum(np.asarray(lengths[:-1], np.int64), out=starts[1:])
         rew = np.asarray(cols["rewards"][:rows], np.float64)

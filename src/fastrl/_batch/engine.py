@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import _format as F
-from .checksum import crc32
+from .checksum import crc32, crc32_combine
+from .chunkfile import SpilledChunk, unspill
 from .codecs import resolve
 from .columnset import ColumnSet, iso_utc_now, write_json
 from .commit import TempFolder
@@ -160,6 +161,26 @@ class WriteEngine:
         self.flush()
         lengths = list(lengths)
         self._submit(cols, lengths, None, release, self._running_crcs(cols))
+        self.episodes += len(lengths)
+        self.transitions += sum(lengths)
+
+    def append_spilled(self, chunk: SpilledChunk, lengths, release=None) -> None:
+        """Append rows an export worker packed into a chunk file (see :mod:`.chunkfile`) after
+        everything added so far: into a plain batch, copied file to file by the kernel on the
+        background thread with the worker's CRC-32s (this process never reads the bytes); into
+        a sharded one, mapped and cut at shard ends like :meth:`append_packed`.
+        ``release()`` is called once the chunk was copied (e.g. to delete its file)."""
+        self.check_owner()
+        if self.shard_bytes is not None:
+            self.append_packed(unspill(chunk), lengths, release)
+            return
+        self.flush()
+        lengths = list(lengths)
+        if self._crcs is not None:
+            for name, _, shape, _, crc in chunk.columns:
+                nbytes = chunk.column(name)[1]
+                self._crcs[name] = crc32_combine(self._crcs.get(name, 0), crc, nbytes)
+        self._submit(chunk, lengths, None, release, None)
         self.episodes += len(lengths)
         self.transitions += sum(lengths)
 
@@ -299,6 +320,11 @@ class WriteEngine:
         """Append whole episodes to the open folder, starting new shards at episode ends.
         Runs on the background thread; errors surface through :meth:`_join`. ``crcs``: the
         files' running CRCs after ``cols`` (one folder only: never with shards)."""
+        if isinstance(cols, SpilledChunk):  # a plain batch only (see append_spilled)
+            if self._current is None:
+                self._open_folder()
+            self._current.append_file(cols, lengths)
+            return
         final_name = F.FINAL_OBS[0]
         row, i = 0, 0
         while i < len(lengths):

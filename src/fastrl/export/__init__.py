@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _format as F
+from .._batch.chunkfile import SpilledChunk
 from .._batch.engine import WriteEngine, base_meta, codec_map
 from .._batch.commit import clean_stale
 from .._threads import available_cpus
@@ -34,7 +35,7 @@ from .._progress import progress_bar
 from .parse import LineCounter, find_episode_files
 from .plan import SCAN, plan_export
 from .sidecar import SIDECAR_NAME, read_sidecar, write_sidecar
-from .tasks import Options, run_task, seed_tools, unspill
+from .tasks import Options, run_task, seed_tools
 
 __all__ = ["export_episodes", "ExportResult", "find_episode_files", "plan_export",
            "write_sidecar", "read_sidecar", "SIDECAR_NAME", "SCAN"]
@@ -140,10 +141,9 @@ def _export(tasks, opts, pool, bar, lines, skipped, episodes_dir, files, encoder
                       + (f", step {step}" if step is not None else "") + f": {reason}",
                       file=sys.stderr)
             for cols, lengths in chunks:
-                if isinstance(cols, tuple):  # spilled to a file by a worker
-                    spill_path, chunk_layout = cols
-                    engine.append_packed(unspill(spill_path, chunk_layout), lengths,
-                                         release=lambda p=spill_path: os.unlink(p))
+                if isinstance(cols, SpilledChunk):  # a worker's chunk file
+                    engine.append_spilled(cols, lengths,
+                                          release=lambda p=cols.path: os.unlink(p))
                 else:
                     engine.append_packed(cols, lengths)
             bar.update(task[2] - task[1])

@@ -1,6 +1,7 @@
 """One export task run start to end: parse, check, encode and pack the episodes of one byte range
 into column buffers, either straight into the write engine's buffers (one process) or into packed
-chunks a worker hands over as files (``spill``) that the parent maps back (``unspill``).
+chunks a worker hands over as files (:func:`~fastrl._batch.chunkfile.spill`), which the parent's
+engine copies into the column files (``WriteEngine.append_spilled``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 
+from .._batch.chunkfile import spill
 from .._batch.stager import Layout, Stager
 from ..errors import EpisodeError, FastrlError
 from .parse import episode_fields, iter_task_episodes, iter_task_raw, locate_step, parse_raw
@@ -29,32 +30,6 @@ class Options:
     encoder: str | None
     on_error: str
     spill_dir: str | None = None  # workers hand packed chunks over as files here
-
-
-def spill(cols: dict, spill_dir: str) -> tuple:
-    """Write a worker's packed chunk to one file (no pickling of big arrays through pipes);
-    return what the parent needs to map it back."""
-    spill.counter = getattr(spill, "counter", 0) + 1
-    path = os.path.join(spill_dir, f"{os.getpid()}-{spill.counter}.chunk")
-    layout = []
-    with open(path, "wb") as f:
-        for name, arr in cols.items():
-            f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
-            layout.append((name, arr.dtype.str, arr.shape))
-    return path, layout
-
-
-def unspill(path: str, layout) -> dict:
-    """Views of a spilled chunk, mapped read-only from its file."""
-    total = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for _, dt, shape in layout)
-    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(total,)) if total else \
-        np.zeros(0, np.uint8)
-    cols, off = {}, 0
-    for name, dt, shape in layout:
-        n = int(np.prod(shape)) * np.dtype(dt).itemsize
-        cols[name] = mm[off:off + n].view(dt).reshape(shape)
-        off += n
-    return cols
 
 
 def load_spec(spec):
