@@ -207,3 +207,31 @@ def test_property_paths_agree(batch):
         assert np.array_equal(obs, want)
         acts = np.frombuffer(ref[1]["actions"], "<i4")
         assert acts.tolist() == [a for e in eps for a in e["actions"]]
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: normalize_episode's fast path for plain arrays does not take it."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(dtype=st.sampled_from(["i1", "i2", "i4", "<i8", ">i8", "u1", "u2", "u4", "u8", "f2",
+                              "f4", "<f8", ">f8", "?", "c8"]),
+       n=st.integers(0, 6), big=st.booleans(), strided=st.booleans(),
+       kind=st.sampled_from(["int", "float"]))
+def test_vector_fast_path_equals_generic_path(dtype, n, big, strided, kind):
+    """Per-step columns given as plain arrays (the fast path) normalize exactly as any other
+    array-like does (the generic checks): same values and dtype, or the same error."""
+    from fastrl._batch.episode import _vector
+    base = np.arange(2 * n, dtype=np.float64) * (2.0 ** 62 if big else 1.5)
+    with np.errstate(all="ignore"):
+        x = base.astype(dtype)
+    x = x[::2] if strided else x[:n]
+
+    def run(arr):
+        try:
+            out = _vector(arr, "actions", n, 3, kind=kind)
+            return out.dtype, out.tolist(), out.flags.c_contiguous
+        except EpisodeError as exc:
+            return str(exc)
+
+    assert run(x) == run(x.view(_Sub))

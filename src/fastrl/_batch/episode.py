@@ -53,8 +53,19 @@ def _err(reason, episode, step=None):
     return EpisodeError(reason, episode=episode, step=step)
 
 
+_INT64 = np.dtype(np.int64)
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _vector(x, name, length, episode, *, kind):
     """Coerce a per-step column to a contiguous 1-D array of length T (float64 or int64)."""
+    if type(x) is np.ndarray and x.ndim == 1 and x.shape[0] == length:
+        # the common case, without the generic checks below (same result)
+        k = x.dtype.kind
+        if kind == "int" and (k == "i" or (k == "u" and x.dtype.itemsize < 8)):
+            return x if x.dtype == _INT64 and x.flags.c_contiguous else x.astype(_INT64)
+        if kind == "float" and k in "fiu" and x.dtype.itemsize <= 8:
+            return x if x.dtype == _FLOAT64 and x.flags.c_contiguous else x.astype(_FLOAT64)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged nested lists and the like
@@ -63,8 +74,10 @@ def _vector(x, name, length, episode, *, kind):
         raise _err(f"{name} must be 1-D with one value per step, got shape {arr.shape}", episode)
     if arr.shape[0] != length:
         raise _err(f"{name} has {arr.shape[0]} values for {length} steps", episode)
+    if arr.size == 0:  # nothing to convert, whatever the dtype (e.g. no legal ids at all)
+        return np.zeros(0, _INT64 if kind == "int" else _FLOAT64)
     if kind == "int":
-        if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
             if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) \
                     and np.all(arr == np.floor(arr)):
                 pass  # integral floats (e.g. 3.0 from JSON) are accepted
@@ -138,7 +151,7 @@ def _legal(legal, length, episode):
         ids = _vector(ids, "legal ids", len(ids), episode, kind="int")
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         if offsets.shape != (length + 1,) or offsets[0] != 0 or offsets[-1] != ids.shape[0] \
-                or np.any(np.diff(offsets) < 0):
+                or (offsets[1:] < offsets[:-1]).any():
             raise _err("legal offsets must be non-decreasing, start at 0 and end at len(ids)",
                        episode)
         return ids, offsets
