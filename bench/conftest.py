@@ -62,15 +62,17 @@ class Bench:
 
         ``paired=(label, baseline_fn, baseline_teardown, baseline_items)``: time
         ``baseline_fn()`` (the baseline doing ``baseline_items`` of the same work) before every
-        round of ``fn``, alternating with it, and store its min and median in
-        ``extra_info["paired"]``; ``ratios.py`` compares the throughputs (base ``@paired``). A machine whose speed drifts between benchmarks (a shared VM) moves both
-        sides alike then, where separate benchmarks minutes apart can differ by 20%."""
+        round of ``fn``, alternating with it, and store its min and median over the timed rounds
+        in ``extra_info["paired"]``; ``ratios.py`` compares the throughputs (base ``@paired``).
+        A machine whose speed drifts (a shared VM) then moves both sides alike, where separate
+        benchmarks minutes apart can differ by 20%."""
         b = self._b
         b.group = group
         b.extra_info.update(key=key, items=int(items), unit=unit, bytes=int(nbytes),
                             mode=self.sizes.mode, backend=backend or _backend.BACKEND)
+        pair_times = []
         if paired is not None:
-            setup = self._paired_setup(b, paired, setup)
+            setup = self._paired_setup(paired, setup, pair_times)
         target = fn
         if backend is not None:
             def target():
@@ -94,27 +96,30 @@ class Bench:
                     teardown()
                 warmup -= 1
                 rounds = max(rounds, min(sz.max_rounds, int(sz.budget / max(dt, 1e-9))))
-        return b.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
-                          warmup_rounds=warmup, iterations=iterations)
+        result = b.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
+                            warmup_rounds=warmup, iterations=iterations)
+        if paired is not None:  # the baseline runs that preceded the timed rounds
+            kept = pair_times[-rounds:]
+            b.extra_info["paired"] = {"label": paired[0], "items": int(paired[3]),
+                                      "rounds": len(kept), "min": min(kept),
+                                      "median": statistics.median(kept)}
+        return result
 
 
     @staticmethod
-    def _paired_setup(b, paired, setup):
-        label, base_fn, base_teardown, base_items = paired
-        times = []
+    def _paired_setup(paired, setup, times: list):
+        """A setup that also times one baseline run (appended to ``times``) before each round
+        of the benchmark (warm-ups included; the caller keeps the last ``rounds``)."""
+        _, base_fn, base_teardown, _ = paired
 
         def paired_setup():
-            if setup:
-                setup()
+            out = setup() if setup else None
             t0 = time.perf_counter()
             base_fn()
             times.append(time.perf_counter() - t0)
             if base_teardown:
                 base_teardown()
-            kept = times[1:] or times  # the first run is the warm-up's partner
-            b.extra_info["paired"] = {"label": label, "items": int(base_items),
-                                      "rounds": len(kept), "min": min(kept),
-                                      "median": statistics.median(kept)}
+            return out
         return paired_setup
 
 

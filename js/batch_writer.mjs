@@ -134,10 +134,14 @@ export function crc32js(bytes, crc = 0) {
 // against 2.3 GB/s measured on Node 20, x86-64, 200 MB; same values): feed it pieces.
 const CRC_PIECE = 8192;
 
-/** CRC-32 of `bytes` with Node's native zlib.crc32, in CRC_PIECE pieces. */
-function crc32native(bytes, crc = 0) {
+/** CRC-32 of `data` (any ArrayBuffer view) with Node's native zlib.crc32, in CRC_PIECE
+ * pieces. */
+function crc32native(data, crc = 0) {
+  const bytes = data instanceof Uint8Array ? data
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   let c = crc;
   const n = bytes.length;
+  if (n === 0) return crc >>> 0;
   if (n <= CRC_PIECE) return zlib.crc32(bytes, c) >>> 0;
   for (let o = 0; o < n; o += CRC_PIECE) c = zlib.crc32(bytes.subarray(o, o + CRC_PIECE), c);
   return c >>> 0;

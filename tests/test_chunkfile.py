@@ -34,13 +34,15 @@ def _spilled(tmp_path, rng):
     return cols, chunkfile.spill(cols, str(tmp_path))
 
 
-@pytest.mark.parametrize("how", ["copy_file_range", "unsupported", "absent"])
+@pytest.mark.parametrize("how", ["copy_file_range", "unsupported", "copies_nothing", "absent"])
 def test_copy_range_appends_exact_bytes(tmp_path, rng, monkeypatch, how):
     cols, chunk = _spilled(tmp_path, rng)
     if how == "unsupported":  # e.g. an old kernel across file systems
         def refuse(*args):
             raise OSError(errno.EXDEV, "cross-device")
         monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    elif how == "copies_nothing":  # a file system that answers 0 where it cannot copy
+        monkeypatch.setattr(os, "copy_file_range", lambda *args: 0, raising=False)
     elif how == "absent":
         monkeypatch.delattr(os, "copy_file_range", raising=False)
     monkeypatch.setattr(chunkfile, "_COPY_BLOCK", 64)  # several blocks in the fallback
@@ -95,3 +97,18 @@ def test_worker_chunks_give_the_one_process_batch(tmp_path, rng, monkeypatch, sh
         assert ma["checksums"] == mb["checksums"]
     assert not list((two.path).rglob("*.chunk"))
     assert (len(copied) == 0) if shards else (len(copied) > 6)  # the kernel copy for plain ones
+
+
+def test_copy_range_refuses_a_copy_that_did_not_happen(tmp_path, rng, monkeypatch):
+    """A file system that reports bytes copied without copying them (known kernel and file
+    system bugs) is caught by the size check, not committed as a wrong batch."""
+    _, chunk = _spilled(tmp_path, rng)
+    monkeypatch.setattr(os, "copy_file_range", lambda src, dst, n, off: n, raising=False)
+    src = os.open(chunk.path, os.O_RDONLY)
+    try:
+        with open(tmp_path / "out.bin", "wb") as f:
+            offset, nbytes, _ = chunk.column("obs")
+            with pytest.raises(OSError, match="left its target at 0 bytes"):
+                chunkfile.copy_range(src, f.fileno(), offset, nbytes)
+    finally:
+        os.close(src)

@@ -235,3 +235,15 @@ def test_vector_fast_path_equals_generic_path(dtype, n, big, strided, kind):
             return str(exc)
 
     assert run(x) == run(x.view(_Sub))
+
+
+def test_empty_legal_ids_of_any_number_dtype_but_bool():
+    """An episode whose steps have no legal ids at all (flat form): accepted whatever the
+    number dtype of the empty ids array (it is then illegal to act, named at step 0); booleans
+    are not action ids."""
+    from fastrl._batch.episode import _vector
+    for dt in ("i4", "u8", "f8", "c8"):
+        out = _vector(np.zeros(0, dt), "legal ids", 0, 1, kind="int")
+        assert out.dtype == np.int64 and out.shape == (0,)
+    with pytest.raises(EpisodeError, match="must be integers, got dtype bool"):
+        _vector(np.zeros(0, bool), "legal ids", 0, 1, kind="int")

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import zlib
 
-_crc32_combine = None
 try:
     from isal.isal_zlib import crc32 as _crc32
-    from isal.isal_zlib import crc32_combine as _crc32_combine
     IMPLEMENTATION = "isal"
 except ImportError:  # pragma: no cover - depends on the install
     try:
@@ -22,6 +20,10 @@ except ImportError:  # pragma: no cover - depends on the install
     except ImportError:
         _crc32 = zlib.crc32
         IMPLEMENTATION = "zlib"
+try:
+    from isal.isal_zlib import crc32_combine as _crc32_combine
+except ImportError:  # pragma: no cover - depends on the install
+    _crc32_combine = None
 
 __all__ = ["crc32", "crc32_combine", "format_crc", "IMPLEMENTATION"]
 

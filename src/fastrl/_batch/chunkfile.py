@@ -55,7 +55,7 @@ def spill(cols: dict, spill_dir: str) -> SpilledChunk:
     after the other, with each one's CRC-32; no pickling of big arrays through pipes."""
     path = os.path.join(spill_dir, f"{os.getpid()}-{next(_COUNTER)}.chunk")
     entries, offset = [], 0
-    with open(path, "wb") as f:
+    with open(path, "xb") as f:
         for name, arr in cols.items():
             mv = memoryview(np.ascontiguousarray(arr)).cast("B")
             f.write(mv)
@@ -77,18 +77,19 @@ def unspill(chunk: SpilledChunk) -> dict:
 
 
 def copy_range(src_fd: int, dst_fd: int, offset: int, nbytes: int) -> None:
-    """Append ``nbytes`` of ``src_fd`` from ``offset`` at ``dst_fd``'s current position, with
-    ``copy_file_range`` (the kernel copies page to page) where the system has it, else by
-    reading and writing blocks."""
+    """Append ``nbytes`` of ``src_fd`` from ``offset`` at the end of ``dst_fd`` (its position
+    must be its end), with ``copy_file_range`` (the kernel copies page to page) where the system
+    has it, else by reading and writing blocks; OSError when the source is short or the target
+    did not grow by ``nbytes``."""
     done = 0
+    start = os.fstat(dst_fd).st_size
     if hasattr(os, "copy_file_range"):
         try:
             while done < nbytes:
                 n = os.copy_file_range(src_fd, dst_fd, nbytes - done, offset + done)
-                if n == 0:
-                    raise OSError(errno.EIO, "chunk file ended before its recorded size")
+                if n == 0:  # a short file, or a file system that copies nothing: by hand
+                    break
                 done += n
-            return
         except OSError as exc:
             # not supported between these files (old kernels across file systems, some file
             # systems): copy by hand, unless some bytes already went
@@ -103,3 +104,7 @@ def copy_range(src_fd: int, dst_fd: int, offset: int, nbytes: int) -> None:
         while view:
             view = view[os.write(dst_fd, view):]
         done += len(block)
+    # Some file systems have reported copies they did not make: the size must have grown.
+    if os.fstat(dst_fd).st_size != start + nbytes:
+        raise OSError(errno.EIO, f"copying {nbytes} bytes of a chunk file left its target at "
+                                 f"{os.fstat(dst_fd).st_size} bytes, {start + nbytes} expected")

@@ -74,8 +74,8 @@ def _vector(x, name, length, episode, *, kind):
         raise _err(f"{name} must be 1-D with one value per step, got shape {arr.shape}", episode)
     if arr.shape[0] != length:
         raise _err(f"{name} has {arr.shape[0]} values for {length} steps", episode)
-    if arr.size == 0:  # nothing to convert, whatever the dtype (e.g. no legal ids at all)
-        return np.zeros(0, _INT64 if kind == "int" else _FLOAT64)
+    if arr.size == 0 and not (kind == "int" and arr.dtype == np.bool_):
+        return np.zeros(0, _INT64 if kind == "int" else _FLOAT64)  # e.g. no legal ids at all
     if kind == "int":
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
             if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) \
