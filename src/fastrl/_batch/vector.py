@@ -47,6 +47,8 @@ class VectorEpisodes:
         self.lengths = np.zeros(self.n, np.int64)
         self.cap = 0
         self.buf = None              # name -> array (n_envs, cap, ...)
+        self.flat = None             # the same arrays as (n_envs * cap, ...)
+        self.row0 = None             # (n_envs,) int64: env i's first row in self.flat
         self.truncated = np.zeros(self.n, bool)  # the flag of each env's last pushed step
         self.pages = [[] for _ in range(self.n)]  # full pages moved out of long episodes
 
@@ -58,6 +60,9 @@ class VectorEpisodes:
     def _allocate(self, step: dict) -> None:
         self.cap = MAX_PAGE  # np.empty: pages are touched only as steps arrive
         self.buf = {k: np.empty((self.n, self.cap) + v.shape[1:], v.dtype) for k, v in step.items()}
+        # the same buffers with (env, step) flattened: one index array per scatter
+        self.flat = {k: v.reshape((self.n * self.cap,) + v.shape[2:]) for k, v in self.buf.items()}
+        self.row0 = np.arange(self.n, dtype=np.int64) * self.cap  # env i's first flat row
 
     def step_columns(self, obs, actions, rewards, mask, legal, values, logprobs) -> dict:
         """One step of every environment as checked arrays with a leading axis of n_envs."""
@@ -128,9 +133,9 @@ class VectorEpisodes:
             for i in np.flatnonzero(self.lengths >= self.cap):  # long episodes: page out
                 self.pages[i].append({k: v[i].copy() for k, v in self.buf.items()})
                 self.lengths[i] = 0
-        envs = np.arange(self.n)
+        rows = self.row0 + self.lengths
         for k, v in step.items():
-            self.buf[k][envs, self.lengths] = v
+            self.flat[k][rows] = v
         self.lengths += 1
         self.truncated = trunc & ~term
         return np.flatnonzero(term | trunc)
