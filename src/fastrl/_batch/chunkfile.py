@@ -27,27 +27,28 @@ _COPY_BLOCK = 8 << 20  # bytes per read/write when copy_file_range is not availa
 
 @dataclass(frozen=True)
 class SpilledChunk:
-    """One chunk file: ``columns`` = ((name, dtype str, shape, byte offset, CRC-32), ...)."""
+    """One chunk file: ``columns`` = ((name, dtype str, shape, byte offset, byte count,
+    CRC-32), ...)."""
     path: str
     columns: tuple
 
+    def _entry(self, name: str) -> tuple:
+        for entry in self.columns:
+            if entry[0] == name:
+                return entry
+        raise KeyError(f"chunk {self.path} has no column {name!r}")
+
     def column(self, name: str) -> tuple:
         """(offset, nbytes, crc) of column ``name`` in the file (KeyError when absent)."""
-        for n, dtype, shape, offset, crc in self.columns:
-            if n == name:
-                return offset, int(np.prod(shape)) * np.dtype(dtype).itemsize, crc
-        raise KeyError(f"chunk {self.path} has no column {name!r}")
+        return self._entry(name)[3:]
 
     def read(self, fd: int, name: str) -> np.ndarray:
         """Column ``name`` read from the open chunk file ``fd`` (for small columns)."""
-        for n, dtype, shape, offset, _ in self.columns:
-            if n == name:
-                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                data = os.pread(fd, nbytes, offset) if nbytes else b""
-                if len(data) != nbytes:
-                    raise OSError(errno.EIO, f"chunk file {self.path} is shorter than recorded")
-                return np.frombuffer(data, dtype=dtype).reshape(shape)
-        raise KeyError(f"chunk {self.path} has no column {name!r}")
+        _, dtype, shape, offset, nbytes, _ = self._entry(name)
+        data = os.pread(fd, nbytes, offset) if nbytes else b""
+        if len(data) != nbytes:
+            raise OSError(errno.EIO, f"chunk file {self.path} is shorter than recorded")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def spill(cols: dict, spill_dir: str) -> SpilledChunk:
@@ -59,21 +60,19 @@ def spill(cols: dict, spill_dir: str) -> SpilledChunk:
         for name, arr in cols.items():
             mv = memoryview(np.ascontiguousarray(arr)).cast("B")
             f.write(mv)
-            entries.append((name, arr.dtype.str, tuple(arr.shape), offset, crc32(mv)))
+            entries.append((name, arr.dtype.str, tuple(arr.shape), offset, mv.nbytes,
+                            crc32(mv)))
             offset += mv.nbytes
     return SpilledChunk(path, tuple(entries))
 
 
 def unspill(chunk: SpilledChunk) -> dict:
     """Read-only views of a chunk's columns, mapped from its file."""
-    total = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for _, dt, shape, _, _ in chunk.columns)
+    total = sum(entry[4] for entry in chunk.columns)
     mm = np.memmap(chunk.path, dtype=np.uint8, mode="r", shape=(total,)) if total else \
         np.zeros(0, np.uint8)
-    cols = {}
-    for name, dt, shape, off, _ in chunk.columns:
-        n = int(np.prod(shape)) * np.dtype(dt).itemsize
-        cols[name] = mm[off:off + n].view(dt).reshape(shape)
-    return cols
+    return {name: mm[off:off + n].view(dt).reshape(shape)
+            for name, dt, shape, off, n, _ in chunk.columns}
 
 
 def copy_range(src_fd: int, dst_fd: int, offset: int, nbytes: int) -> None:

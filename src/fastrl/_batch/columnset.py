@@ -139,8 +139,7 @@ class ColumnSet:
                     want = len(lengths) * lay.obs_dim * F.FINAL_OBS[2].itemsize
                 else:
                     _, dtype, width = F.ALL_COLUMNS[name]
-                    wide = {"obsDim": lay.obs_dim, "maskDim": lay.mask_dim}.get(width, 1)
-                    want = rows * wide * np.dtype(dtype).itemsize
+                    want = rows * (lay.width(width) or 1) * np.dtype(dtype).itemsize
                 if nbytes != want:
                     raise ValueError(f"chunk {chunk.path}: column {name!r} holds {nbytes} "
                                      f"bytes, {want} expected for {rows} rows")
@@ -221,7 +220,7 @@ class ColumnSet:
                     [len(self.lengths), lay.obs_dim]
             else:
                 fname, dtype, width = F.ALL_COLUMNS[name]
-                w = {"obsDim": lay.obs_dim, "maskDim": lay.mask_dim, None: None}[width]
+                w = lay.width(width)
                 shape = [self.count, w] if w is not None else [self.count]
             columns[name] = {"file": fname, "dtype": dtype.str, "shape": shape}
             if f.crc is not None:

@@ -177,8 +177,7 @@ class WriteEngine:
         self.flush()
         lengths = list(lengths)
         if self._crcs is not None:
-            for name, _, shape, _, crc in chunk.columns:
-                nbytes = chunk.column(name)[1]
+            for name, _, _, _, nbytes, crc in chunk.columns:
                 self._crcs[name] = crc32_combine(self._crcs.get(name, 0), crc, nbytes)
         self._submit(chunk, lengths, None, release, None)
         self.episodes += len(lengths)

@@ -25,6 +25,11 @@ class Layout:
         self.has_values, self.has_logprobs = bool(has_values), bool(has_logprobs)
         self.has_final_obs = bool(has_final_obs)
 
+    def width(self, key) -> int | None:
+        """The extent a column's format width key names (``"obsDim"``, ``"maskDim"``; None
+        for one value per row), as ``_format.ALL_COLUMNS`` gives it."""
+        return {"obsDim": self.obs_dim, "maskDim": self.mask_dim, None: None}[key]
+
     def row_bytes(self) -> int:
         """Bytes per transition across all per-transition columns (truncated included)."""
         return F.row_bytes(self.obs_dim, self.mask_dim) + 1 + 4 * (self.has_values

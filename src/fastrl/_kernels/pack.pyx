@@ -73,6 +73,13 @@ cdef inline bint _nonfinite(float v) noexcept nogil:
     return not (v * 0.0 == 0.0)
 
 
+cdef inline bint _store_nonfinite(float *dst, double x) noexcept nogil:
+    # Store x as a little-endian float32; true when that float32 is NaN or infinite.
+    cdef float v = <float> x
+    store_f32_le(dst, v)
+    return _nonfinite(v)
+
+
 cdef bint _row_bad(const float *obs32, const double *obs64, int obs_f64, int64_t t,
                    int64_t D) noexcept nogil:
     # Checks the input row (in cache after the copy), not the output written with streaming
@@ -119,23 +126,15 @@ cdef int _pack_one(const intptr_t *p, int64_t T, int64_t row0, int obs_f64, int6
                         err_step[0] = t
                         err_col[0] = j
                         return ERR_OBS
-        v = <float> rew[t]
-        store_f32_le(o.rewards + r, v)
-        if _nonfinite(v):
+        if _store_nonfinite(o.rewards + r, rew[t]):
             err_step[0] = t
             return ERR_REWARD
-        if val != NULL:
-            v = <float> val[t]
-            store_f32_le(o.values + r, v)
-            if _nonfinite(v):
-                err_step[0] = t
-                return ERR_VALUE
-        if lp != NULL:
-            v = <float> lp[t]
-            store_f32_le(o.logprobs + r, v)
-            if _nonfinite(v):
-                err_step[0] = t
-                return ERR_LOGPROB
+        if val != NULL and _store_nonfinite(o.values + r, val[t]):
+            err_step[0] = t
+            return ERR_VALUE
+        if lp != NULL and _store_nonfinite(o.logprobs + r, lp[t]):
+            err_step[0] = t
+            return ERR_LOGPROB
         # legal-action mask, padded with zero columns up to maskDim
         mrow = o.masks + r * M
         if mask != NULL:
